@@ -1,0 +1,59 @@
+"""Shared set-up for the benchmarks: a private redis-server and minimal Django settings."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.redis_server import RedisServer  # noqa: E402
+
+
+def start_redis() -> RedisServer:
+    server = RedisServer()
+    server.start()
+    return server
+
+
+def setup_django(redis_url: str, **extra: object) -> None:
+    import django
+    from django.conf import settings
+
+    if settings.configured:
+        return
+    settings.configure(
+        SECRET_KEY="bench",
+        USE_TZ=True,
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "rest_framework",
+            "supergraph_messaging",
+            *extra.pop("APPS", []),  # type: ignore[misc]
+        ],
+        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url}},
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        **extra,
+    )
+    django.setup()
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def runs_arg(default: int = 3) -> int:
+    for arg in sys.argv[1:]:
+        if arg.startswith("--runs="):
+            return int(arg.split("=", 1)[1])
+    return int(os.environ.get("BENCH_RUNS", default))

@@ -1,0 +1,201 @@
+"""Redis connections: django-redis's pool for sync calls, one asyncio client per loop.
+
+Reusing the django-redis pool means the project configures Redis once, in
+``CACHES``. Async clients are bound to the loop that created them (redis-py
+asyncio connections cannot cross loops), hence one per running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from . import serialization
+from .breaker import CircuitBreaker
+from .conf import conf
+from .exceptions import MessagingError, RedisUnavailable
+from .keys import full_channel
+
+SyncRedis = redis.Redis
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+)
+
+_override_url: str | None = None
+_clients: dict[str, RedisClient] = {}
+_clients_lock = threading.Lock()
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (safe for logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def resolve_url(url: str | None = None) -> str:
+    resolved = url or _override_url or conf.redis_url
+    if not resolved:
+        raise MessagingError(
+            "No Redis URL: set SUPERGRAPH_MESSAGING['REDIS_URL'], a django-redis cache "
+            f"CACHES[{conf.cache_alias!r}], or the REDIS_URL environment variable."
+        )
+    return resolved
+
+
+def _connection_kwargs() -> dict[str, Any]:
+    return {
+        "socket_timeout": conf.socket_timeout,
+        "socket_connect_timeout": conf.socket_connect_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
+        "health_check_interval": 15,
+    }
+
+
+class RedisClient:
+    """Sync and async access to one Redis URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.breaker = CircuitBreaker(self.masked_url)
+        self._sync: SyncRedis | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"<RedisClient {self.masked_url}>"
+
+    @property
+    def redis(self) -> SyncRedis:
+        client = self._sync
+        if client is None:
+            client = self._sync = self._make_sync()
+        return client
+
+    def _make_sync(self) -> SyncRedis:
+        if self.url == conf.cache_location:
+            from django_redis import get_redis_connection
+
+            conn: SyncRedis = get_redis_connection(conf.cache_alias)
+            return conn
+        return SyncRedis.from_url(self.url, **_connection_kwargs())
+
+    @property
+    def aredis(self) -> aioredis.Redis:
+        """The asyncio client of the running event loop."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self.url, **_connection_kwargs())
+            self._async[loop] = client
+        return client
+
+    def new_pubsub_client(self) -> aioredis.Redis:
+        """A fresh asyncio client for one long-lived Pub/Sub connection.
+
+        It must not retry on its own: redis-py would silently reconnect and
+        resubscribe, and the subscriber would never learn that messages may
+        have been lost in between.
+        """
+        kwargs = _connection_kwargs()
+        kwargs.update(retry=Retry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
+        return aioredis.Redis.from_url(self.url, **kwargs)
+
+    def unavailable(self, exc: BaseException) -> RedisUnavailable:
+        return RedisUnavailable(f"Redis at {self.masked_url} is unreachable: {exc}")
+
+    def connect(self) -> RedisClient:
+        try:
+            self.redis.ping()
+        except REDIS_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+        return self
+
+    async def aconnect(self) -> RedisClient:
+        try:
+            await self.aredis.ping()
+        except REDIS_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+        return self
+
+    def publish(self, channel: str, data: Any) -> int:
+        """Publish ``data`` as JSON; returns how many subscribers received it."""
+        payload = serialization.dumps(data)
+        try:
+            return int(self.redis.publish(full_channel(channel), payload))
+        except REDIS_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+
+    async def apublish(self, channel: str, data: Any) -> int:
+        payload = serialization.dumps(data)
+        try:
+            return int(await self.aredis.publish(full_channel(channel), payload))
+        except REDIS_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+
+
+def get_redis_client(url: str | None = None) -> RedisClient:
+    resolved = resolve_url(url)
+    client = _clients.get(resolved)
+    if client is None:
+        with _clients_lock:
+            client = _clients.setdefault(resolved, RedisClient(resolved))
+    return client
+
+
+def _set_override(url: str | None) -> None:
+    global _override_url
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise MessagingError(
+                f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss:// or unix://."
+            )
+    _override_url = url
+
+
+def init_redis(url: str | None = None) -> RedisClient:
+    """Point the app at ``url`` (if given) and check that Redis answers."""
+    _set_override(url)
+    return get_redis_client().connect()
+
+
+async def ainit_redis(url: str | None = None) -> RedisClient:
+    _set_override(url)
+    return await get_redis_client().aconnect()
+
+
+def reset_clients() -> None:
+    """Forget cached clients (settings changed, or a test swapped servers)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting in ("SUPERGRAPH_MESSAGING", "CACHES"):
+        reset_clients()
+

@@ -1,0 +1,114 @@
+"""Key and channel names: one format shared by every writer and reader.
+
+``CacheManager(prefix="camera").set("mac:AA")`` and
+``@redis_cache(key="camera:mac:{mac_address}")`` must address the same Redis
+key, so both go through :func:`full_key`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from .conf import conf
+from .exceptions import CacheKeyError
+
+LEASE_SUFFIX = "~lease"
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_formatter = string.Formatter()
+
+
+def full_key(key: str, prefix: str | None = None) -> str:
+    """``KEY_PREFIX`` + ``prefix:`` + key."""
+    if prefix:
+        key = f"{prefix}:{key}"
+    return conf.key_prefix + key
+
+
+def lease_key(key: str) -> str:
+    """Where the fill lease of ``key`` lives (deleted together with the key)."""
+    return key + LEASE_SUFFIX
+
+
+def full_channel(channel: str) -> str:
+    return conf.channel_prefix + channel
+
+
+def strip_channel_prefix(channel: str) -> str:
+    prefix = conf.channel_prefix
+    return channel[len(prefix) :] if prefix and channel.startswith(prefix) else channel
+
+
+def escape_glob(value: str) -> str:
+    """Escape Redis glob characters so a value matches only itself."""
+    return _GLOB_SPECIAL.sub(r"\\\1", value)
+
+
+def is_glob(channel: str) -> bool:
+    return any(c in channel for c in "*?[")
+
+
+class KeyTemplate:
+    """A parsed ``"camera:mac:{mac_address}"`` template.
+
+    Parsed once at decoration time so that filling it on the hot path is a
+    plain ``str.format`` call.
+    """
+
+    __slots__ = ("fields", "roots", "template")
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        fields: list[str] = []
+        for _literal, field, spec, conversion in _formatter.parse(template):
+            if field is None:
+                continue
+            if field == "" or field.isdigit():
+                raise ValueError(
+                    f"Key template {template!r} uses a positional placeholder; name it "
+                    "after a parameter, e.g. {mac_address}."
+                )
+            if spec or conversion:
+                raise ValueError(f"Key template {template!r}: format specs are not supported.")
+            fields.append(field)
+        self.fields = tuple(fields)
+        self.roots = tuple(dict.fromkeys(re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields))
+
+    def __repr__(self) -> str:
+        return f"KeyTemplate({self.template!r})"
+
+    def fill(self, values: Mapping[str, Any]) -> str:
+        try:
+            return self.template.format_map(values)
+        except (KeyError, AttributeError, IndexError, TypeError) as exc:
+            missing = [r for r in self.roots if r not in values]
+            name = missing[0] if missing else exc.args[0] if exc.args else exc
+            raise CacheKeyError(
+                f"Cannot fill placeholder {name!r} of key template {self.template!r}: {exc!r}"
+            ) from exc
+
+    def try_fill(self, values: Mapping[str, Any]) -> str | None:
+        """Fill from an event payload, or ``None`` when a placeholder is missing."""
+        if any(r not in values or values[r] is None for r in self.roots):
+            return None
+        try:
+            return self.template.format_map(values)
+        except (KeyError, AttributeError, IndexError, TypeError):
+            return None
+
+    def pattern(self, values: Mapping[str, Any] | None = None) -> str:
+        """A glob matching every key of the template; known values escaped."""
+        values = values or {}
+        out: list[str] = []
+        for literal, field, _spec, _conv in _formatter.parse(self.template):
+            out.append(escape_glob(literal))
+            if field is None:
+                continue
+            root = re.split(r"[.\[]", field, maxsplit=1)[0]
+            if field == root and values.get(root) is not None:
+                out.append(escape_glob(str(values[root])))
+            else:
+                out.append("*")
+        return "".join(out)

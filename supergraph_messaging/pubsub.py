@@ -1,0 +1,347 @@
+"""Pub/Sub: publish JSON, and a subscriber that survives everything but ``stop()``.
+
+The receive loop follows channels_redis: errors are logged and the loop goes
+on, a lost connection is re-established with backoff and every channel is
+resubscribed, cancellation is re-raised, and ``stop()`` closes explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from redis.asyncio.client import PubSub
+
+from . import serialization
+from .conf import conf
+from .connection import REDIS_ERRORS, get_redis_client
+from .keys import full_channel, is_glob
+from .signals import reconnected
+
+logger = logging.getLogger("supergraph_messaging.pubsub")
+
+HandlerFunc = Callable[..., Any]
+
+
+def redis_publish(channel: str, data: Any) -> int:
+    """Publish ``data`` as JSON on ``channel``; returns the receiver count."""
+    return get_redis_client().publish(channel, data)
+
+
+async def aredis_publish(channel: str, data: Any) -> int:
+    return await get_redis_client().apublish(channel, data)
+
+
+def _wants_channel(func: HandlerFunc) -> bool:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+class _Handler:
+    __slots__ = ("call", "func", "name", "wants_channel")
+
+    def __init__(self, func: HandlerFunc) -> None:
+        self.func = func
+        self.name = getattr(func, "__qualname__", repr(func))
+        self.wants_channel = _wants_channel(func)
+        if inspect.iscoroutinefunction(func):
+            self.call: Callable[..., Awaitable[Any]] = func
+        else:
+            # Sync handlers may block (ORM, HTTP): run them off the event loop,
+            # in one thread so Django's DB connections are reused.
+            self.call = sync_to_async(func, thread_sensitive=True)
+
+
+class RedisSubscriber:
+    """Dispatches Pub/Sub messages to handlers registered with :meth:`on`.
+
+    One Redis connection for all channels; exact names use ``SUBSCRIBE``,
+    globs (``camera.events.complex:*``) use ``PSUBSCRIBE``.
+    """
+
+    reconnect_min_delay = 0.05
+    reconnect_max_delay = 2.0
+
+    def __init__(self, url: str | None = None) -> None:
+        self._url = url
+        self._handlers: dict[str, list[_Handler]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+        self._redis: aioredis.Redis | None = None
+        self._lock: asyncio.Lock | None = None
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._names: dict[bytes, str] = {}
+        self._prefix = ""
+        self._stopping = False
+        self._connected_once = False
+        self._reconnect_hooks: list[HandlerFunc] = []
+        self.reconnects = 0
+        self.malformed = 0
+        self.handler_errors = 0
+
+    # -- registration -------------------------------------------------------
+    def on(self, channel: str) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Decorator: call the function with each message's payload."""
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            self.add_handler(channel, func)
+            return func
+
+        return decorator
+
+    def add_handler(self, channel: str, func: HandlerFunc) -> None:
+        new = channel not in self._handlers
+        self._handlers.setdefault(channel, []).append(_Handler(func))
+        if new and self._loop is not None and not self._stopping:
+            self._schedule(self._subscribe([channel]))
+
+    def on_reconnect(self, func: HandlerFunc) -> HandlerFunc:
+        """Register a hook (sync or async, no arguments) run after each reconnect."""
+        self._reconnect_hooks.append(func)
+        return func
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._handlers)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _schedule(self, coro: Awaitable[Any]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(coro)  # type: ignore[arg-type]
+        else:
+            asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect, subscribe to every registered channel, and return once subscribed."""
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._confirmed = {}
+        await self._connect()
+        self._task = self._loop.create_task(self._receive_loop(), name="RedisSubscriber")
+        await self.wait_subscribed(*self._handlers, timeout=timeout)
+
+    async def wait_subscribed(self, *channels: str, timeout: float = 10.0) -> None:
+        """Wait until Redis confirmed the subscription of ``channels``."""
+        for channel in channels:
+            event = self._confirmed.setdefault(channel, asyncio.Event())
+            await asyncio.wait_for(event.wait(), timeout)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self._close()
+        self._loop = None
+
+    def run(self) -> None:
+        """Block, serving messages until SIGINT/SIGTERM (or :meth:`stop`)."""
+        asyncio.run(self.serve())
+
+    async def serve(self, stop_event: asyncio.Event | None = None) -> None:
+        import signal
+
+        stop_event = stop_event or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop_event.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller stops us instead
+        await self.start()
+        try:
+            waiter = asyncio.ensure_future(stop_event.wait())
+            assert self._task is not None
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        finally:
+            await self.stop()
+
+    # -- connection ---------------------------------------------------------
+    async def _connect(self) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            client = get_redis_client(self._url)
+            self._prefix = conf.channel_prefix
+            self._names = {}
+            self._redis = client.new_pubsub_client()
+            pubsub = self._redis.pubsub()
+            self._pubsub = pubsub
+            try:
+                await self._redis.ping()  # an unreachable Redis fails start() here
+                await self._send_subscribe(pubsub, list(self._handlers))
+            except REDIS_ERRORS as exc:
+                await self._close()
+                raise client.unavailable(exc) from exc
+            except BaseException:
+                await self._close()
+                raise
+
+    async def _send_subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        exact = [full_channel(c) for c in channels if not is_glob(c)]
+        globs = [full_channel(c) for c in channels if is_glob(c)]
+        if exact:
+            await pubsub.subscribe(*exact)
+        if globs:
+            await pubsub.psubscribe(*globs)
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return  # the reconnect will subscribe everything
+            try:
+                await self._send_subscribe(pubsub, channels)
+            except REDIS_ERRORS as exc:
+                logger.warning("Subscribing to %s failed (%s); will retry on reconnect.", channels, exc)
+
+    async def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        client, self._redis = self._redis, None
+        try:
+            if pubsub is not None:
+                await pubsub.aclose()
+            if client is not None:
+                await client.aclose()
+        except REDIS_ERRORS:
+            pass  # the connection is already gone; nothing left to release
+
+    # -- receiving ----------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        delay = self.reconnect_min_delay
+        while not self._stopping:
+            try:
+                if self._pubsub is None:
+                    self._confirmed = {}
+                    await self._connect()
+                    self.reconnects += 1
+                    delay = self.reconnect_min_delay
+                    logger.info("Resubscribed to %d channel(s) after a reconnect.", len(self._handlers))
+                    self._loop.create_task(self._after_reconnect())  # type: ignore[union-attr]
+                pubsub = self._pubsub
+                assert pubsub is not None
+                if not pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    await self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as exc:
+                logger.warning("Redis Pub/Sub connection lost (%s); reconnecting in %.2fs.", exc, delay)
+                await self._close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_delay)
+            except Exception:
+                logger.exception("Unexpected error in the Pub/Sub receive loop; continuing.")
+                await asyncio.sleep(delay)
+
+    async def _after_reconnect(self) -> None:
+        await self.wait_subscribed(*self._handlers)
+        for hook in self._reconnect_hooks:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("Reconnect hook %r failed.", hook)
+        try:
+            await reconnected.asend(sender=type(self), subscriber=self)
+        except Exception:
+            logger.exception("A 'reconnected' signal receiver failed.")
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            key = channel = self._name(message["channel"])
+        elif kind == "pmessage":
+            key = self._name(message["pattern"])
+            channel = self._name(message["channel"])
+        else:
+            if kind in ("subscribe", "psubscribe"):
+                self._confirmed.setdefault(self._name(message["channel"]), asyncio.Event()).set()
+            return
+        handlers = self._handlers.get(key)
+        if not handlers:
+            return
+        try:
+            data = serialization.loads(message["data"])
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.malformed += 1
+            logger.warning("Skipping a malformed message on %r (not JSON: %s).", channel, exc)
+            return
+        for handler in handlers:
+            try:
+                if handler.wants_channel:
+                    await handler.call(data, channel)
+                else:
+                    await handler.call(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.handler_errors += 1
+                logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
+
+    def _name(self, raw: bytes) -> str:
+        """Channel name without CHANNEL_PREFIX, memoised: names repeat on every message."""
+        name = self._names.get(raw)
+        if name is None:
+            text = raw.decode()
+            prefix = self._prefix
+            name = text[len(prefix) :] if prefix and text.startswith(prefix) else text
+            if len(self._names) < 10_000:
+                self._names[raw] = name
+        return name
+
+
+_global: RedisSubscriber | None = None
+_global_lock = threading.Lock()
+
+
+def get_global_subscriber() -> RedisSubscriber:
+    """The process-wide subscriber that ``@redis_subscribe`` and ``messaging_listen`` use."""
+    global _global
+    if _global is None:
+        with _global_lock:
+            if _global is None:
+                _global = RedisSubscriber()
+    return _global
+
+
+def redis_subscribe(channel: str) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register the decorated function on the global subscriber."""
+    return get_global_subscriber().on(channel)

@@ -1,0 +1,14 @@
+"""Django signals for in-process observers."""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: Sent by a ``RedisSubscriber`` after it reconnected and resubscribed, with
+#: ``subscriber=``. Pub/Sub cannot replay what was published during the gap,
+#: so receivers resync here (reload state, tell clients, ...).
+reconnected = Signal()
+
+#: Sent after an ``EventConfig`` event was published, with ``channel=``,
+#: ``payload=`` and ``receivers=``.
+event_published = Signal()
