@@ -10,3 +10,5 @@ from supergraph_messaging import get_redis_client, redis_subscribe
 @redis_subscribe("testapp.ping")
 def record_ping(data: dict[str, Any]) -> None:
     get_redis_client().redis.rpush("testapp:pings", str(data.get("n")))
+
+from tests.testapp import caching  # noqa: E402,F401 - registers invalidate_on templates

@@ -1,0 +1,203 @@
+"""``CacheManager``: plain keys, JSON values, readable from any language.
+
+Keys are ``KEY_PREFIX + prefix + ":" + key`` with no Django key versioning,
+so ``CacheManager(prefix="camera").set("mac:AA", v)`` and
+``@redis_cache(key="camera:mac:{mac}")`` address the same Redis key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .conf import conf
+from .connection import REDIS_ERRORS, RedisClient, get_redis_client
+from .keys import LEASE_SUFFIX, escape_glob, full_key, lease_key
+from .serialization import dumps, loads
+
+SCAN_COUNT: Final = 10_000
+UNLINK_BATCH: Final = 1_000
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT_TTL"
+
+
+DEFAULT: Final = _Default()
+TTL = int | float | None | _Default
+
+
+def ttl_ms(ttl: TTL) -> int:
+    """Milliseconds for ``SET PX``; 0 means no expiry.
+
+    ``ttl`` omitted → ``DEFAULT_TTL``; ``ttl=None`` → the key never expires.
+    """
+    if isinstance(ttl, _Default):
+        ttl = conf.default_ttl
+    if ttl is None:
+        return 0
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive or None, got {ttl!r}")
+    return int(ttl * 1000)
+
+
+class CacheManager:
+    """Get, set and invalidate JSON values under an optional key prefix.
+
+    Errors reaching Redis raise :class:`~supergraph_messaging.RedisUnavailable`
+    naming the URL (``@redis_cache`` is the fail-open layer, not this).
+    """
+
+    def __init__(self, prefix: str | None = None, url: str | None = None) -> None:
+        self.prefix = prefix
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"CacheManager(prefix={self.prefix!r})"
+
+    @property
+    def client(self) -> RedisClient:
+        return get_redis_client(self.url)
+
+    def key(self, key: str) -> str:
+        """The Redis key that ``key`` addresses."""
+        return full_key(key, self.prefix)
+
+    def _pattern(self, pattern: str) -> str:
+        return escape_glob(full_key("", self.prefix)) + pattern
+
+    def _relative(self, raw: bytes) -> str:
+        return raw.decode()[len(full_key("", self.prefix)) :]
+
+    # -- sync ---------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        client = self.client
+        try:
+            raw = client.redis.get(self.key(key))
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return default if raw is None else loads(raw)
+
+    def set(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
+        """Write ``value``; also cancels any fill in progress (its lease)."""
+        full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
+        client = self.client
+        try:
+            pipe = client.redis.pipeline(transaction=True)
+            pipe.set(full, payload, px=ms or None)
+            pipe.delete(lease_key(full))
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+
+    def invalidate(self, *keys: str) -> int:
+        """Delete keys (and their leases); returns how many values existed."""
+        if not keys:
+            return 0
+        full = [self.key(k) for k in keys]
+        client = self.client
+        try:
+            pipe = client.redis.pipeline(transaction=True)
+            pipe.unlink(*full)
+            pipe.unlink(*[lease_key(k) for k in full])
+            return int(pipe.execute()[0])
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+
+    def invalidate_pattern(self, pattern: str) -> int:
+        """Delete every key matching the glob (``SCAN`` + batched ``UNLINK``, never ``KEYS``)."""
+        client = self.client
+        conn = client.redis
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= UNLINK_BATCH:
+                    deleted += _unlink(conn, batch)
+                    batch = []
+            if batch:
+                deleted += _unlink(conn, batch)
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return deleted
+
+    def ttl(self, key: str) -> int | None:
+        """Seconds left; ``None`` when the key is missing or never expires."""
+        client = self.client
+        try:
+            value = int(client.redis.ttl(self.key(key)))
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return value if value >= 0 else None
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Keys under this prefix matching the glob, relative to it (leases left out)."""
+        client = self.client
+        try:
+            found = client.redis.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT)
+            return sorted(self._relative(k) for k in found if not k.endswith(LEASE_SUFFIX.encode()))
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+
+    # -- async --------------------------------------------------------------
+    async def aget(self, key: str, default: Any = None) -> Any:
+        client = self.client
+        try:
+            raw = await client.aredis.get(self.key(key))
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return default if raw is None else loads(raw)
+
+    async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
+        full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
+        client = self.client
+        try:
+            pipe = client.aredis.pipeline(transaction=True)
+            pipe.set(full, payload, px=ms or None)
+            pipe.delete(lease_key(full))
+            await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+
+    async def ainvalidate(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        full = [self.key(k) for k in keys]
+        client = self.client
+        try:
+            pipe = client.aredis.pipeline(transaction=True)
+            pipe.unlink(*full)
+            pipe.unlink(*[lease_key(k) for k in full])
+            return int((await pipe.execute())[0])
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+
+    async def ainvalidate_pattern(self, pattern: str) -> int:
+        client = self.client
+        conn = client.aredis
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            async for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= UNLINK_BATCH:
+                    deleted += await conn.unlink(*batch)
+                    batch = []
+            if batch:
+                deleted += await conn.unlink(*batch)
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return deleted
+
+    async def attl(self, key: str) -> int | None:
+        client = self.client
+        try:
+            value = int(await client.aredis.ttl(self.key(key)))
+        except REDIS_ERRORS as exc:
+            raise client.unavailable(exc) from exc
+        return value if value >= 0 else None
+
+
+def _unlink(conn: Any, keys: list[bytes]) -> int:
+    return int(conn.unlink(*keys))

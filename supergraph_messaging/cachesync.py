@@ -1,0 +1,124 @@
+"""``CacheSync``: mirror a model's rows in the cache from model signals.
+
+The seed's ``sync_to_redis`` done right: written after the transaction
+commits (never for a rollback), the old key removed when a key field
+changed, the entry removed on delete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from .cache import DEFAULT, TTL, CacheManager
+from .connection import REDIS_ERRORS
+from .invalidation import Registration, register
+from .keys import KeyTemplate
+
+logger = logging.getLogger("supergraph_messaging.cache")
+
+FieldSpec = Sequence[str] | Mapping[str, str | Callable[[Any], Any]]
+_OLD_KEY_ATTR = "_supergraph_cachesync_old_keys"
+
+
+def field_value(instance: models.Model, name: str) -> Any:
+    """A model field's value as events and caches carry it (a foreign key gives the pk)."""
+    field = instance._meta.get_field(name)
+    if isinstance(field, models.ForeignKey):
+        return getattr(instance, field.attname)
+    return getattr(instance, name)
+
+
+class CacheSync:
+    """Keep ``key`` (a template over model fields) filled with ``fields`` of each row.
+
+    ``fields`` is a list of model field names, or a mapping of output name to
+    a field name or a callable taking the instance (e.g. a related name).
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        key: str,
+        fields: FieldSpec,
+        ttl: TTL = DEFAULT,
+        invalidate_on: Sequence[str] = (),
+    ) -> None:
+        self.model = model
+        self.template = KeyTemplate(key)
+        self.fields: dict[str, str | Callable[[Any], Any]] = (
+            dict(fields) if isinstance(fields, Mapping) else {name: name for name in fields}
+        )
+        self.ttl = ttl
+        self.cache = CacheManager()
+        label = model._meta.label
+        for root in self.template.roots:
+            try:
+                model._meta.get_field(root)
+            except FieldDoesNotExist as exc:
+                raise TypeError(f"CacheSync({label}, key={key!r}): {root!r} is not a field.") from exc
+        uid = f"supergraph_cachesync:{label}:{key}"
+        pre_save.connect(self._pre_save, sender=model, weak=False, dispatch_uid=uid)
+        post_save.connect(self._post_save, sender=model, weak=False, dispatch_uid=uid)
+        post_delete.connect(self._post_delete, sender=model, weak=False, dispatch_uid=uid)
+        register(Registration(self.template, tuple(invalidate_on), label, kind="CacheSync", ttl=ttl))
+
+    def __repr__(self) -> str:
+        return f"CacheSync({self.model._meta.label}, key={self.template.template!r})"
+
+    def disconnect(self) -> None:
+        uid = f"supergraph_cachesync:{self.model._meta.label}:{self.template.template}"
+        for signal in (pre_save, post_save, post_delete):
+            signal.disconnect(sender=self.model, dispatch_uid=uid)
+
+    def data(self, instance: models.Model) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, source in self.fields.items():
+            out[name] = source(instance) if callable(source) else field_value(instance, source)
+        return out
+
+    def key(self, instance: models.Model) -> str:
+        return self.template.fill({root: field_value(instance, root) for root in self.template.roots})
+
+    def _pre_save(self, sender: Any, instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+        # Remember the stored key fields: if one changes, the old key must go.
+        if instance._state.adding or instance.pk is None:
+            return
+        roots = list(self.template.roots)
+        attnames = [self.model._meta.get_field(r).attname for r in roots]  # type: ignore[union-attr]
+        using = kwargs.get("using") or instance._state.db
+        row = self.model._default_manager.using(using).filter(pk=instance.pk).values(*attnames).first()
+        if row is not None:
+            old = self.template.fill(dict(zip(roots, (row[a] for a in attnames), strict=True)))
+            instance.__dict__.setdefault(_OLD_KEY_ATTR, {})[self.template.template] = old
+
+    def _post_save(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
+        new_key, data = self.key(instance), self.data(instance)
+        olds = instance.__dict__.get(_OLD_KEY_ATTR, {})
+        old_key = olds.pop(self.template.template, None)
+
+        def write() -> None:
+            try:
+                if old_key is not None and old_key != new_key:
+                    self.cache.invalidate(old_key)
+                self.cache.set(new_key, data, ttl=self.ttl)
+            except REDIS_ERRORS as exc:
+                logger.error("CacheSync could not write %r: %s", new_key, exc)
+
+        transaction.on_commit(write, using=using)
+
+    def _post_delete(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
+        key = self.key(instance)
+
+        def delete() -> None:
+            try:
+                self.cache.invalidate(key)
+            except REDIS_ERRORS as exc:
+                logger.error("CacheSync could not delete %r: %s", key, exc)
+
+        transaction.on_commit(delete, using=using)

@@ -1,0 +1,58 @@
+"""Lua scripts for lease-guarded cache fills (see "Scaling Memcache at Facebook" §3.2.1).
+
+A fill takes a lease (a token in ``<key>~lease``) on a miss and may write its
+value only while that lease is still its own. Invalidation deletes the key
+and the lease together, so a fill that read the source before an
+invalidation can never write its (old) value after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+# KEYS: key, lease   ARGV: token, lease ms
+# -> {1, value} a value is there; {2} lease taken by us; {0} someone else fills
+ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {0}
+"""
+
+# KEYS: key, lease   ARGV: token, value, ttl ms (0: no expiry)  -> 1 written, 0 lease lost
+FILL = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: lease   ARGV: token  -> give the lease back (the fill failed or returned None)
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (ACQUIRE, FILL, RELEASE)}
+
+
+def run(client: redis.Redis, src: str, keys: list[str], args: list[Any]) -> Any:
+    try:
+        return client.evalsha(_SHAS[src], len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.eval(src, len(keys), *keys, *args)
+
+
+async def arun(client: aioredis.Redis, src: str, keys: list[str], args: list[Any]) -> Any:
+    try:
+        return await client.evalsha(_SHAS[src], len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return await client.eval(src, len(keys), *keys, *args)

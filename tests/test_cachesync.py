@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from supergraph_messaging import CacheSync
+from tests.testapp.models import Camera, CameraModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sync() -> Iterator[CacheSync]:
+    s = CacheSync(Camera, key="camera:mac:{mac_address}", fields=["id", "mac_address", "model", "settings"],
+                  ttl=120)
+    yield s
+    s.disconnect()
+
+
+def test_save_writes_after_commit_exactly_listed_fields(redis_conn: Any, sync: CacheSync) -> None:
+    model = CameraModel.objects.create(name="Hikvision")
+    with transaction.atomic():
+        cam = Camera.objects.create(mac_address="AA", model=model, settings={"fps": 25}, secret="s3")
+        assert redis_conn.get("camera:mac:AA") is None  # not before the commit
+    assert json.loads(redis_conn.get("camera:mac:AA")) == {
+        "id": cam.pk, "mac_address": "AA", "model": model.pk, "settings": {"fps": 25}
+    }
+    assert 110 <= redis_conn.ttl("camera:mac:AA") <= 120
+
+
+def test_rollback_writes_nothing(redis_conn: Any, sync: CacheSync) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Camera.objects.create(mac_address="RB")
+        raise RuntimeError("rollback")
+    assert redis_conn.get("camera:mac:RB") is None
+    assert not Camera.objects.filter(mac_address="RB").exists()
+
+
+def test_update_and_delete(redis_conn: Any, sync: CacheSync) -> None:
+    cam = Camera.objects.create(mac_address="AA")
+    cam.settings = {"fps": 30}
+    cam.save()
+    assert json.loads(redis_conn.get("camera:mac:AA"))["settings"] == {"fps": 30}
+    cam.mac_address = "BB"
+    cam.save()
+    assert redis_conn.get("camera:mac:AA") is None  # the old key went
+    assert json.loads(redis_conn.get("camera:mac:BB"))["mac_address"] == "BB"
+    cam.delete()
+    assert redis_conn.get("camera:mac:BB") is None
+
+
+def test_delete_rolled_back_keeps_entry(redis_conn: Any, sync: CacheSync) -> None:
+    cam = Camera.objects.create(mac_address="KEEP")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        cam.delete()
+        raise RuntimeError("rollback")
+    assert redis_conn.get("camera:mac:KEEP") is not None
+
+
+def test_callable_fields_and_bad_key() -> None:
+    s = CacheSync(Camera, key="c:{mac_address}", fields={"mac": "mac_address",
+                                                         "model": lambda c: c.model.name if c.model else None})
+    try:
+        assert s.data(Camera(mac_address="X")) == {"mac": "X", "model": None}
+    finally:
+        s.disconnect()
+    with pytest.raises(TypeError, match="'nope' is not a field"):
+        CacheSync(Camera, key="c:{nope}", fields=["id"])

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from supergraph_messaging import CacheKeyError, CacheManager, redis_cache
+from supergraph_messaging import stats as _stats  # noqa: F401
+
+
+def test_interop_with_cache_manager(redis_conn: Any) -> None:
+    data = {"id": 1, "mac_address": "AA:BB", "model": "Hikvision", "settings": {"fps": 25}}
+    CacheManager(prefix="camera").set("mac:AA:BB", data)
+    calls: list[str] = []
+
+    @redis_cache(key="camera:mac:{mac_address}")
+    def get_camera(mac_address: str) -> Any:
+        calls.append(mac_address)
+        return None
+
+    assert get_camera("AA:BB") == data
+    assert calls == []
+    assert json.loads(redis_conn.get("camera:mac:AA:BB")) == data
+
+
+def test_hit_equals_miss(redis_conn: Any) -> None:
+    when = datetime.datetime(2026, 5, 1, 12, 0, tzinfo=datetime.UTC)
+
+    @redis_cache(key="t:{n}")
+    def f(n: int) -> dict[str, Any]:
+        return {"when": when, "n": n, "tuple": (1, 2)}
+
+    miss = f(1)
+    hit = f(1)
+    assert miss == hit == {"when": "2026-05-01T12:00:00Z", "n": 1, "tuple": [1, 2]}
+    assert redis_conn.exists("t:1")
+
+
+def test_none_not_cached_unless_asked(redis_conn: Any) -> None:
+    calls: list[int] = []
+
+    @redis_cache(key="none:{n}")
+    def f(n: int) -> None:
+        calls.append(n)
+
+    @redis_cache(key="none2:{n}", cache_none=True)
+    def g(n: int) -> None:
+        calls.append(n)
+
+    f(1), f(1)
+    assert calls == [1, 1] and not redis_conn.exists("none:1", "none:1~lease")
+    calls.clear()
+    g(1), g(1)
+    assert calls == [1] and redis_conn.get("none2:1") == b"null"
+
+
+def test_unfillable_placeholder_names_it(redis_conn: Any) -> None:
+    with pytest.raises(TypeError, match="'mac'"):
+
+        @redis_cache(key="camera:{mac}")
+        def f(mac_address: str) -> None: ...
+
+    @redis_cache(key="camera:{obj.missing}")
+    def g(obj: Any) -> int:
+        return 1
+
+    with pytest.raises(CacheKeyError, match=r"obj\.missing"):
+        g(object())
+
+    @redis_cache(key="camera:{mac}")
+    def h(**kwargs: Any) -> int:
+        return 1
+
+    with pytest.raises(CacheKeyError, match="'mac'"):
+        h(other=1)
+
+
+def test_positional_keyword_and_defaults_agree(redis_conn: Any) -> None:
+    @redis_cache(key="k:{a}:{b}")
+    def f(a: int, b: int = 2) -> int:
+        return a + b
+
+    assert f.key_for(1) == f.key_for(a=1) == f.key_for(1, b=2) == f.key_for(1, 2) == "k:1:2"
+    assert f(1) == 3 and f(a=1, b=2) == 3
+    assert redis_conn.keys("k:*") == [b"k:1:2"]
+
+
+class Processor:
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.calls = 0
+
+    @redis_cache(key="proc:{self.tenant}:{mac_address}", ttl=60)
+    def lookup(self, mac_address: str) -> dict[str, Any]:
+        self.calls += 1
+        return {"mac": mac_address, "tenant": self.tenant}
+
+    @redis_cache(key="aproc:{mac_address}")
+    async def alookup(self, mac_address: str) -> dict[str, Any]:
+        self.calls += 1
+        return {"mac": mac_address}
+
+
+def test_methods_use_self_attributes(redis_conn: Any) -> None:
+    p = Processor("t1")
+    assert p.lookup("AA") == p.lookup("AA") == {"mac": "AA", "tenant": "t1"}
+    assert p.calls == 1
+    assert Processor.lookup.key_for(p, "AA") == "proc:t1:AA"
+    assert 55 <= redis_conn.ttl("proc:t1:AA") <= 60
+    assert Processor.lookup.invalidate(p, mac_address="AA") == 1
+    p.lookup("AA")
+    assert p.calls == 2
+
+
+async def test_async_functions_and_methods(redis_conn: Any) -> None:
+    calls: list[str] = []
+
+    @redis_cache(key="af:{x}")
+    async def af(x: str) -> dict[str, str]:
+        calls.append(x)
+        return {"x": x}
+
+    assert await af("1") == await af("1") == {"x": "1"}
+    assert calls == ["1"]
+    assert await af.ainvalidate("1") == 1
+    await af("1")
+    assert calls == ["1", "1"]
+    p = Processor("t")
+    assert await p.alookup("BB") == await p.alookup("BB")
+    assert p.calls == 1
+    # A method template that does not use self can be invalidated without the instance.
+    assert Processor.alookup.key_for(mac_address="BB") == "aproc:BB"
+    assert await Processor.alookup.ainvalidate("BB") == 1
+
+
+def test_not_json_serialisable_result_is_a_clear_type_error(redis_conn: Any) -> None:
+    @redis_cache(key="bad:{x}")
+    def f(x: int) -> object:
+        return object()
+
+    with pytest.raises(TypeError, match=r"bad:\{x\}.*cannot be cached as JSON"):
+        f(1)
+    assert not redis_conn.exists("bad:1", "bad:1~lease")
+
+
+def test_exception_releases_the_lease(redis_conn: Any) -> None:
+    @redis_cache(key="exc:{x}")
+    def f(x: int) -> int:
+        raise ValueError("source down")
+
+    with pytest.raises(ValueError):
+        f(1)
+    assert not redis_conn.exists("exc:1~lease")
+
+
+def test_stats_are_counted_in_process(redis_conn: Any) -> None:
+    from supergraph_messaging import stats
+
+    @redis_cache(key="st:{x}")
+    def f(x: int) -> int:
+        return x
+
+    stats.flush()
+    f(1), f(1), f(1)
+    local = stats.local()["st:{x}"]
+    assert (local["misses"], local["hits"], local["fills"]) == (1, 2, 1)
+    totals = stats.read()["st:{x}"]
+    assert (totals["misses"], totals["hits"], totals["fills"]) == (1, 2, 1)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from supergraph_messaging import redis_publish
+from supergraph_messaging.invalidation import keys_for
+from supergraph_messaging.keys import KeyTemplate
+from tests.conftest import manage, wait_for
+
+
+def test_keys_for_payloads() -> None:
+    t = KeyTemplate("camera:mac:{mac_address}")
+    assert keys_for(t, {"mac_address": "AA"}) == ({"camera:mac:AA"}, set())
+    meta = {"_meta": {"previous": {"mac_address": "OLD"}}}
+    assert keys_for(t, {"mac_address": "NEW", **meta}) == ({"camera:mac:NEW", "camera:mac:OLD"}, set())
+    assert keys_for(t, {"id": 1}) == (set(), {"camera:mac:*"})
+    assert keys_for(t, ["not", "a", "dict"]) == (set(), {"camera:mac:*"})
+    two = KeyTemplate("tenant:{tenant}:camera:{mac_address}")
+    assert keys_for(two, {"mac_address": "A*?[x]"}) == (set(), {r"tenant:*:camera:A\*\?\[x\]"})
+
+
+@pytest.fixture
+def worker(redis_conn: Any) -> Iterator[Any]:
+    proc = manage("messaging_listen")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "camera.updated" in line and "camera.moved" in line, line
+    wait_for(lambda: redis_conn.pubsub_numsub("camera.moved")[0][1] == 1, timeout=10)
+    yield proc
+    proc.terminate()
+    assert proc.wait(5) == 0
+
+
+def _gone(conn: Any, *keys: str, timeout: float = 5.0) -> None:
+    start = time.perf_counter()
+    while conn.exists(*keys):
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"{keys} still present")
+
+
+def test_update_event_deletes_key_with_latency(redis_conn: Any, worker: Any) -> None:
+    latencies = []
+    for i in range(300):
+        key = f"camera:mac:M{i}"
+        redis_conn.set(key, json.dumps({"v": i}))
+        t0 = time.perf_counter()
+        redis_publish("camera.updated", {"mac_address": f"M{i}", "name": "x"})
+        _gone(redis_conn, key)
+        latencies.append(time.perf_counter() - t0)
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+    print(f"\npublish -> key deleted through messaging_listen: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    assert p99 <= 20
+
+
+def test_changed_mac_removes_old_key(redis_conn: Any, worker: Any) -> None:
+    redis_conn.mset({"camera:mac:OLD": "1", "camera:mac:NEW": "1", "camera:mac:OTHER": "1"})
+    redis_publish("camera.updated", {"mac_address": "NEW", "_meta": {"previous": {"mac_address": "OLD"}}})
+    _gone(redis_conn, "camera:mac:OLD", "camera:mac:NEW")
+    assert redis_conn.exists("camera:mac:OTHER")
+
+
+def test_missing_placeholder_invalidates_by_pattern(redis_conn: Any, worker: Any) -> None:
+    redis_conn.mset({"camera:mac:A": "1", "camera:mac:B": "1", "cameraZ": "1", "tenant:1:camera:A": "1"})
+    redis_publish("camera.deleted", {"id": 3})
+    _gone(redis_conn, "camera:mac:A", "camera:mac:B")
+    assert redis_conn.exists("cameraZ", "tenant:1:camera:A") == 2
+    redis_publish("camera.moved", {"mac_address": "A"})
+    _gone(redis_conn, "tenant:1:camera:A")
+
+
+def test_glob_characters_never_delete_other_keys(redis_conn: Any, worker: Any) -> None:
+    keep = ["camera:mac:AB", "camera:mac:A", "camera:mac:Ax", "tenant:1:camera:AB", "tenant:2:camera:Ax"]
+    for value in ("A*", "A?", "A[B]", "[AB]*"):
+        redis_conn.mset({k: "1" for k in keep})
+        doomed = [f"camera:mac:{value}", f"tenant:1:camera:{value}", f"tenant:2:camera:{value}"]
+        redis_conn.mset({k: "1" for k in doomed})
+        redis_publish("camera.updated", {"mac_address": value})
+        redis_publish("camera.moved", {"mac_address": value})  # tenant missing: pattern
+        _gone(redis_conn, *doomed)
+        time.sleep(0.05)
+        assert redis_conn.exists(*keep) == len(keep), value

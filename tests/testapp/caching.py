@@ -1,0 +1,17 @@
+"""Cached lookups whose invalidate_on the messaging_listen worker serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supergraph_messaging import redis_cache
+
+
+@redis_cache(key="camera:mac:{mac_address}", invalidate_on=["camera.updated", "camera.deleted"])
+def camera_by_mac(mac_address: str) -> dict[str, Any]:
+    return {"mac_address": mac_address}
+
+
+@redis_cache(key="tenant:{tenant}:camera:{mac_address}", invalidate_on=["camera.moved"])
+def tenant_camera(tenant: str, mac_address: str) -> dict[str, Any]:
+    return {"tenant": tenant, "mac_address": mac_address}
