@@ -36,11 +36,17 @@ def setup_django(redis_url: str, **extra: object) -> None:
             "supergraph_messaging",
             *extra.pop("APPS", []),  # type: ignore[misc]
         ],
-        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url}},
+        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url,
+                            # Plain keys, so django-redis and we see the same keyspace.
+                            "KEY_FUNCTION": "_common.plain_key"}},
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         **extra,
     )
     django.setup()
+
+
+def plain_key(key: str, key_prefix: str, version: int) -> str:
+    return key
 
 
 def pct(values: Sequence[float], q: float) -> float:

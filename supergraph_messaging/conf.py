@@ -10,6 +10,8 @@ import os
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     "REDIS_URL": None,
@@ -34,13 +36,30 @@ DEFAULTS: dict[str, Any] = {
 
 
 class Settings:
+    """Typed access to ``SUPERGRAPH_MESSAGING``.
+
+    Values are memoised because they sit on the cache-hit path, and the memo
+    is dropped on Django's ``setting_changed`` (sent by ``override_settings``),
+    so overrides still take effect at once.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[str, Any] = {}
+
     @property
     def _user(self) -> dict[str, Any]:
         value = getattr(settings, "SUPERGRAPH_MESSAGING", None)
         return value if isinstance(value, dict) else {}
 
     def _get(self, name: str) -> Any:
-        return self._user.get(name, DEFAULTS[name])
+        try:
+            return self._memo[name]
+        except KeyError:
+            value = self._memo[name] = self._user.get(name, DEFAULTS[name])
+            return value
+
+    def clear(self) -> None:
+        self._memo.clear()
 
     @property
     def unknown_keys(self) -> list[str]:
@@ -72,7 +91,13 @@ class Settings:
     @property
     def redis_url(self) -> str | None:
         """REDIS_URL, else the cache's LOCATION, else ``$REDIS_URL``."""
-        return self.configured_redis_url or self.cache_location or os.environ.get("REDIS_URL")
+        try:
+            url: str | None = self._memo["_redis_url"]
+        except KeyError:
+            url = self._memo["_redis_url"] = (
+                self.configured_redis_url or self.cache_location or os.environ.get("REDIS_URL")
+            )
+        return url
 
     @property
     def key_prefix(self) -> str:
@@ -131,3 +156,9 @@ def is_django_redis_backend(backend: str) -> bool:
 
 
 conf = Settings()
+
+
+@receiver(setting_changed)
+def _clear_memo(setting: str, **kwargs: Any) -> None:
+    if setting in ("SUPERGRAPH_MESSAGING", "CACHES"):
+        conf.clear()

@@ -36,6 +36,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 _override_url: str | None = None
 _clients: dict[str, RedisClient] = {}
+_default: RedisClient | None = None  # the client for url=None, on the hot path
 _clients_lock = threading.Lock()
 
 
@@ -158,23 +159,31 @@ class RedisClient:
 
 
 def get_redis_client(url: str | None = None) -> RedisClient:
+    if url is None and _default is not None:
+        return _default
     resolved = resolve_url(url)
     client = _clients.get(resolved)
     if client is None:
         with _clients_lock:
             client = _clients.setdefault(resolved, RedisClient(resolved))
+    if url is None:
+        _remember_default(client)
     return client
+
+
+def _remember_default(client: RedisClient) -> None:
+    global _default
+    _default = client
 
 
 def _set_override(url: str | None) -> None:
     global _override_url
-    if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise MessagingError(
-                f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss:// or unix://."
-            )
+    if url is None:
+        return
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss:// or unix://.")
     _override_url = url
+    reset_clients()
 
 
 def init_redis(url: str | None = None) -> RedisClient:
@@ -190,8 +199,10 @@ async def ainit_redis(url: str | None = None) -> RedisClient:
 
 def reset_clients() -> None:
     """Forget cached clients (settings changed, or a test swapped servers)."""
+    global _default
     with _clients_lock:
         _clients.clear()
+        _default = None
 
 
 @receiver(setting_changed)

@@ -35,6 +35,7 @@ def test_init_redis_unreachable_names_url_and_cause() -> None:
     assert "hunter2" not in message
     assert "refused" in message.lower() or "error" in message.lower()
     init_redis.__globals__["_override_url"] = None
+    init_redis.__globals__["reset_clients"]()
 
 
 def test_init_redis_rejects_unknown_scheme() -> None:
@@ -48,6 +49,8 @@ def test_init_redis_returns_connected_client(own_redis: RedisServer) -> None:
         assert client.redis.set("x", "1") and own_redis.client().get("x") == b"1"
     finally:
         init_redis.__globals__["_override_url"] = None
+        init_redis.__globals__["reset_clients"]()
+    init_redis.__globals__["reset_clients"]()
 
 
 def test_password_url(tmp_path: Any) -> None:
