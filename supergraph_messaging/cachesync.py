@@ -17,6 +17,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 
 from .cache import DEFAULT, TTL, CacheManager
 from .connection import REDIS_ERRORS
+from .fields import field_value
 from .invalidation import Registration, register
 from .keys import KeyTemplate
 
@@ -24,14 +25,6 @@ logger = logging.getLogger("supergraph_messaging.cache")
 
 FieldSpec = Sequence[str] | Mapping[str, str | Callable[[Any], Any]]
 _OLD_KEY_ATTR = "_supergraph_cachesync_old_keys"
-
-
-def field_value(instance: models.Model, name: str) -> Any:
-    """A model field's value as events and caches carry it (a foreign key gives the pk)."""
-    field = instance._meta.get_field(name)
-    if isinstance(field, models.ForeignKey):
-        return getattr(instance, field.attname)
-    return getattr(instance, name)
 
 
 class CacheSync:

@@ -109,3 +109,18 @@ def _valid_url(url: str) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname)
+
+
+@register("supergraph_messaging")
+def check_event_viewsets(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Run each events-publishing ViewSet's own checks (E101, E102)."""
+    from django.urls import get_resolver
+
+    from .events import registry
+
+    get_resolver().url_patterns  # noqa: B018 - imports the views, registering their ViewSets
+    errors: list[Any] = []
+    for registration in registry:
+        if registration.viewset is not None:
+            errors.extend(registration.viewset.check_events())
+    return errors

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # Socket timeouts (seconds) for the connections this app creates itself.
     "SOCKET_TIMEOUT": 1.0,
     "SOCKET_CONNECT_TIMEOUT": 0.5,
+    # Publish events on a background thread after commit (requests do not wait for Redis).
+    "PUBLISH_IN_BACKGROUND": True,
     # WebSocket limits.
     "WS_MAX_SUBSCRIPTIONS": 50,
     "WS_MAX_MESSAGE_BYTES": 65536,
@@ -129,6 +131,10 @@ class Settings:
     @property
     def socket_connect_timeout(self) -> float:
         return float(self._get("SOCKET_CONNECT_TIMEOUT"))
+
+    @property
+    def publish_in_background(self) -> bool:
+        return bool(self._get("PUBLISH_IN_BACKGROUND"))
 
     @property
     def ws_max_subscriptions(self) -> int:

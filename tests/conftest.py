@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,59 @@ def manage(*args: str, **env: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+class EventCollector:
+    """A RedisSubscriber on its own thread and loop, for tests that stay synchronous."""
+
+    def __init__(self, *channels: str, url: str | None = None) -> None:
+        import asyncio
+        import threading
+
+        from supergraph_messaging import RedisSubscriber
+
+        self.messages: list[tuple[str, Any]] = []
+        self.handled: list[Any] = []
+        self.subscriber = RedisSubscriber(url=url)
+        self.on_message: Callable[[Any, str], Any] | None = None
+        for channel in channels:
+            self.subscriber.on(channel)(self._handle)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, data: Any, channel: str) -> None:
+        self.messages.append((channel, data))
+        if self.on_message is not None:
+            from asgiref.sync import sync_to_async
+
+            self.handled.append(await sync_to_async(self.on_message, thread_sensitive=False)(data, channel))
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self.subscriber.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> EventCollector:
+        self._thread.start()
+        assert self._ready.wait(10), "subscriber did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.subscriber.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def wait(self, count: int, timeout: float = 5.0) -> list[tuple[str, Any]]:
+        wait_for(lambda: len(self.messages) >= count, timeout)
+        return self.messages
+
+    def settle(self, seconds: float = 0.3) -> list[tuple[str, Any]]:
+        """Wait a little and return everything (to assert that nothing more came)."""
+        time.sleep(seconds)
+        return self.messages

@@ -84,3 +84,12 @@ def test_import_is_lazy() -> None:
         "print(bad); sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_manage_check_passes_and_runs_viewset_checks() -> None:
+    from django.core.management import call_command
+
+    from supergraph_messaging.checks import check_event_viewsets
+
+    call_command("check")
+    assert check_event_viewsets() == []

@@ -1,0 +1,300 @@
+"""Events from data changes: ``EventConfig``, ``_meta``, publishing after commit.
+
+This module knows nothing of DRF (that is ``viewsets``); it builds payloads
+from model fields for ``register_model_events`` and publishes every event
+with ``transaction.on_commit``, so a rolled-back change publishes nothing and
+a subscriber can always read the committed row.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import datetime
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from .conf import conf
+from .connection import REDIS_ERRORS
+from .exceptions import MessagingError
+from .fields import field_value
+from .pubsub import redis_publish
+from .signals import event_published
+
+logger = logging.getLogger("supergraph_messaging.events")
+
+#: Actions that the standard ViewSet hooks publish (``partial_update`` falls back to ``update``).
+STANDARD_ACTIONS = ("create", "update", "partial_update", "delete")
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Which channel each action publishes to, and which fields the payload carries."""
+
+    publish: Mapping[str, str]
+    payload_fields: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.publish, Mapping) or not self.publish:
+            raise TypeError("EventConfig(publish=...) must be a non-empty dict of action -> channel.")
+        for action, channel in self.publish.items():
+            if not isinstance(channel, str) or not channel:
+                raise TypeError(f"EventConfig: the channel for {action!r} must be a non-empty string.")
+        if isinstance(self.payload_fields, str):
+            raise TypeError("EventConfig(payload_fields=...) must be a list of field names, not a string.")
+
+    def channel_for(self, action: str) -> str | None:
+        channel = self.publish.get(action)
+        if channel is None and action == "partial_update":
+            channel = self.publish.get("update")
+        if channel is None and action == "destroy":
+            channel = self.publish.get("delete")
+        return channel
+
+    def restrict(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Only ``payload_fields`` (when given) of what is visible."""
+        if self.payload_fields is None:
+            return dict(data)
+        return {name: data[name] for name in self.payload_fields if name in data}
+
+
+@dataclass
+class EventRegistration:
+    """What /__schema and the admin list: one entity's published events."""
+
+    config: EventConfig
+    source: str
+    resolve_model: Callable[[], type[models.Model]]
+    #: A ViewSet class that publishes these events (its checks run at ``manage.py check``).
+    viewset: Any = None
+
+    @property
+    def entity(self) -> str:
+        return entity_label(self.resolve_model())
+
+
+registry: list[EventRegistration] = []
+
+#: Counters of this process, e.g. for monitoring.
+counters = {"published": 0, "failed": 0}
+
+
+def entity_label(model: type[models.Model]) -> str:
+    return model._meta.label
+
+
+def make_event(
+    config: EventConfig,
+    action: str,
+    channel: str,
+    entity: str,
+    data: Mapping[str, Any],
+    before: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    payload = config.restrict(data)
+    meta: dict[str, Any] = {
+        "event": channel,
+        "action": action,
+        "entity": entity,
+        "event_id": str(uuid.uuid4()),
+        "ts": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+    }
+    if before is not None:
+        meta["previous"] = {
+            name: before[name] for name, value in payload.items() if name in before and before[name] != value
+        }
+    payload["_meta"] = meta
+    return payload
+
+
+def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
+    """Publish; a failure is logged (naming the channel) and counted, never raised."""
+    try:
+        receivers = redis_publish(channel, payload)
+    except REDIS_ERRORS as exc:
+        counters["failed"] += 1
+        logger.error("Could not publish event %s on %r: %s", payload.get("_meta", {}).get("event_id"), channel, exc)
+        return None
+    counters["published"] += 1
+    event_published.send(sender=EventConfig, channel=channel, payload=payload, receivers=receivers)
+    return receivers
+
+
+class BackgroundPublisher:
+    """Publishes events in FIFO order on one daemon thread.
+
+    A request should not wait for a Redis round trip after its commit. The
+    queue is bounded (a full queue makes the caller wait: slower, never
+    lossy) and is drained at interpreter exit.
+    """
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(maxsize)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, channel: str, payload: dict[str, Any]) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="sgm-events", daemon=True)
+                    self._thread.start()
+        self._queue.put((channel, payload))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                publish_now(*item)
+            except Exception:  # publish_now logs Redis errors; anything else must not kill the thread
+                logger.exception("Publishing an event failed.")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every submitted event was published (or failed); True if drained."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+
+publisher = BackgroundPublisher()
+atexit.register(publisher.flush)
+
+
+def flush_events(timeout: float = 5.0) -> bool:
+    """Wait until events handed to the background publisher are out (tests, scripts)."""
+    return publisher.flush(timeout)
+
+
+def publish_on_commit(channel: str, payload: dict[str, Any], using: str | None = None) -> None:
+    """Publish once the current transaction commits (at once outside a transaction)."""
+    if conf.publish_in_background:
+        transaction.on_commit(lambda: publisher.submit(channel, payload), using=using)
+    else:
+        transaction.on_commit(lambda: publish_now(channel, payload), using=using)
+
+
+# -- one event per change ---------------------------------------------------
+_suppressed: contextvars.ContextVar[frozenset[tuple[type[models.Model], str]]] = contextvars.ContextVar(
+    "supergraph_suppressed_model_events", default=frozenset()
+)
+
+
+@contextlib.contextmanager
+def api_publishes(model: type[models.Model], action: str) -> Iterator[None]:
+    """While a ViewSet publishes ``action`` for ``model`` itself, model signals stay quiet."""
+    kind = "delete" if action in ("delete", "destroy") else "save"
+    token = _suppressed.set(_suppressed.get() | {(model, kind)})
+    try:
+        yield
+    finally:
+        _suppressed.reset(token)
+
+
+def _is_suppressed(model: type[models.Model], kind: str) -> bool:
+    suppressed = _suppressed.get()
+    return bool(suppressed) and any(
+        kind == k and issubclass(model, m) for m, k in suppressed
+    )
+
+
+# -- model signals ----------------------------------------------------------
+_PREVIOUS_ATTR = "_supergraph_events_previous"
+
+
+class ModelEvents:
+    """Publishes ``config`` events from ``post_save``/``post_delete`` of one model."""
+
+    def __init__(self, model: type[models.Model], config: EventConfig) -> None:
+        if config.payload_fields is None:
+            raise MessagingError(
+                f"register_model_events({entity_label(model)}): payload_fields is required "
+                "(without a serializer, only the fields you list are published)."
+            )
+        for name in config.payload_fields:
+            model._meta.get_field(name)  # raises FieldDoesNotExist naming the field
+        self.model = model
+        self.config = config
+        self.entity = entity_label(model)
+        uid = f"supergraph_events:{self.entity}"
+        pre_save.connect(self._pre_save, sender=model, weak=False, dispatch_uid=uid)
+        post_save.connect(self._post_save, sender=model, weak=False, dispatch_uid=uid)
+        post_delete.connect(self._post_delete, sender=model, weak=False, dispatch_uid=uid)
+        self._uid = uid
+
+    def disconnect(self) -> None:
+        for signal in (pre_save, post_save, post_delete):
+            signal.disconnect(sender=self.model, dispatch_uid=self._uid)
+
+    def data(self, instance: models.Model) -> dict[str, Any]:
+        assert self.config.payload_fields is not None
+        return {name: field_value(instance, name) for name in self.config.payload_fields}
+
+    def _pre_save(self, sender: Any, instance: models.Model, **kwargs: Any) -> None:
+        if instance._state.adding or instance.pk is None or not self.config.channel_for("update"):
+            return
+        if _is_suppressed(self.model, "save"):
+            return
+        assert self.config.payload_fields is not None
+        attnames = {n: self.model._meta.get_field(n).attname for n in self.config.payload_fields}  # type: ignore[union-attr]
+        using = kwargs.get("using") or instance._state.db
+        row = self.model._default_manager.using(using).filter(pk=instance.pk).values(*attnames.values()).first()
+        if row is not None:
+            instance.__dict__[_PREVIOUS_ATTR] = {n: row[a] for n, a in attnames.items()}
+
+    def _post_save(self, sender: Any, instance: models.Model, created: bool, using: str, **kwargs: Any) -> None:
+        before = instance.__dict__.pop(_PREVIOUS_ATTR, None)
+        if _is_suppressed(self.model, "save"):
+            return
+        action = "create" if created else "update"
+        channel = self.config.channel_for(action)
+        if channel is None:
+            return
+        data = self.data(instance)
+        event = make_event(self.config, action, channel, self.entity, data, before if action == "update" else None)
+        publish_on_commit(channel, event, using=using)
+
+    def _post_delete(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
+        if _is_suppressed(self.model, "delete"):
+            return
+        channel = self.config.channel_for("delete")
+        if channel is None:
+            return
+        event = make_event(self.config, "delete", channel, self.entity, self.data(instance))
+        publish_on_commit(channel, event, using=using)
+
+
+_model_events: dict[type[models.Model], ModelEvents] = {}
+
+
+def register_model_events(model: type[models.Model], config: EventConfig) -> ModelEvents:
+    """Publish ``config``'s events for changes made outside the API (admin, shell, jobs).
+
+    ``bulk_create`` and ``QuerySet.update`` send no per-row signals, so they
+    publish nothing (Django's rule): publish yourself after such bulk
+    operations. ``QuerySet.delete`` does send ``post_delete`` per row.
+    """
+    existing = _model_events.pop(model, None)
+    if existing is not None:
+        existing.disconnect()
+    handler = _model_events[model] = ModelEvents(model, config)
+    registry.append(EventRegistration(config, "register_model_events", lambda: model))
+    return handler
