@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "WS_MAX_IN_VALUES": 100,
     "WS_QUEUE_SIZE": 1000,
     "WS_INIT_TIMEOUT": 10.0,
+    "WS_MAX_MESSAGES_PER_SECOND": 100,
+    # Server pings every WS_PING_INTERVAL s (0: never); no pong within WS_PONG_TIMEOUT s closes with 4008.
+    "WS_PING_INTERVAL": 20.0,
+    "WS_PONG_TIMEOUT": 20.0,
+    # Dotted path to callable(token) -> user or None, for connection_init.payload.token.
+    "WS_TOKEN_AUTHENTICATOR": None,
 }
 
 
@@ -155,6 +161,23 @@ class Settings:
     @property
     def ws_init_timeout(self) -> float:
         return float(self._get("WS_INIT_TIMEOUT"))
+
+    @property
+    def ws_max_messages_per_second(self) -> int:
+        return int(self._get("WS_MAX_MESSAGES_PER_SECOND"))
+
+    @property
+    def ws_ping_interval(self) -> float:
+        return float(self._get("WS_PING_INTERVAL") or 0)
+
+    @property
+    def ws_pong_timeout(self) -> float:
+        return float(self._get("WS_PONG_TIMEOUT"))
+
+    @property
+    def ws_token_authenticator(self) -> str | None:
+        path: str | None = self._get("WS_TOKEN_AUTHENTICATOR")
+        return path
 
 
 def is_django_redis_backend(backend: str) -> bool:

@@ -110,6 +110,35 @@ class RedisSubscriber:
         if new and self._loop is not None and not self._stopping:
             self._schedule(self._subscribe([channel]))
 
+    def remove_handler(self, channel: str, func: HandlerFunc) -> None:
+        """Drop a handler; the channel is unsubscribed when its last handler goes."""
+        handlers = self._handlers.get(channel)
+        if not handlers:
+            return
+        handlers[:] = [h for h in handlers if h.func != func]
+        if not handlers:
+            del self._handlers[channel]
+            self._confirmed.pop(channel, None)
+            if self._loop is not None and not self._stopping:
+                self._schedule(self._unsubscribe([channel]))
+
+    async def _unsubscribe(self, channels: list[str]) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            pubsub = self._pubsub
+            channels = [c for c in channels if c not in self._handlers]  # re-added meanwhile
+            if pubsub is None or not channels:
+                return
+            exact = [full_channel(c) for c in channels if not is_glob(c)]
+            globs = [full_channel(c) for c in channels if is_glob(c)]
+            try:
+                if exact:
+                    await pubsub.unsubscribe(*exact)
+                if globs:
+                    await pubsub.punsubscribe(*globs)
+            except REDIS_ERRORS as exc:
+                logger.warning("Unsubscribing from %s failed (%s).", channels, exc)
+
     def on_reconnect(self, func: HandlerFunc) -> HandlerFunc:
         """Register a hook (sync or async, no arguments) run after each reconnect."""
         self._reconnect_hooks.append(func)

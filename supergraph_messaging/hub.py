@@ -1,0 +1,204 @@
+"""The per-process fan-out hub: one Redis Pub/Sub connection for every WebSocket client.
+
+Clients' subscriptions are routes. Each Redis channel is subscribed once
+(reference-counted by its routes); an event is matched in process, using an
+index on ``eq``/``in`` filters so that each event evaluates only the routes
+that can match, and handed to each connection's bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import serialization
+from .pubsub import RedisSubscriber
+from .subscriptions import Condition
+
+logger = logging.getLogger("supergraph_messaging.hub")
+
+_HASHABLE = (str, int, float, bool, type(None))
+
+
+class Sink(Protocol):
+    def deliver(self, route: Route, channel: str, data_json: str) -> None: ...
+
+    def gap(self, route: Route) -> None: ...
+
+
+class Route:
+    """One client subscription: where matching events go."""
+
+    __slots__ = ("channels", "conditions", "entity", "fields", "index", "sink", "sub_id")
+
+    def __init__(self, sink: Sink, sub_id: str, entity: str, channels: list[str],
+                 conditions: list[Condition], fields: tuple[str, ...] | None) -> None:
+        self.sink = sink
+        self.sub_id = sub_id
+        self.entity = entity
+        self.channels = channels
+        self.conditions = conditions
+        self.fields = fields
+        self.index = _pick_index(conditions)
+
+    def matches(self, data: Any) -> bool:
+        if not self.conditions:
+            return True
+        if not isinstance(data, dict):
+            return False
+        return all(c.matches(data) for c in self.conditions)
+
+
+def _pick_index(conditions: list[Condition]) -> tuple[str, tuple[Any, ...]] | None:
+    """The (field, values) to index this route under: its first eq/in on hashable values."""
+    for c in conditions:
+        if c.op == "eq" and isinstance(c.value, _HASHABLE):
+            return c.field, (c.value,)
+        if c.op == "in" and isinstance(c.value, frozenset):
+            return c.field, tuple(c.value)
+    return None
+
+
+class ChannelRoutes:
+    """The routes of one channel, indexed for cheap candidate lookup."""
+
+    def __init__(self) -> None:
+        self.unindexed: set[Route] = set()
+        self.index: dict[str, dict[Any, set[Route]]] = {}
+        self.count = 0
+
+    def add(self, route: Route) -> None:
+        self.count += 1
+        if route.index is None:
+            self.unindexed.add(route)
+            return
+        field, values = route.index
+        by_value = self.index.setdefault(field, {})
+        for value in values:
+            by_value.setdefault(_key(value), set()).add(route)
+
+    def remove(self, route: Route) -> None:
+        self.count -= 1
+        if route.index is None:
+            self.unindexed.discard(route)
+            return
+        field, values = route.index
+        by_value = self.index.get(field, {})
+        for value in values:
+            routes = by_value.get(_key(value))
+            if routes is not None:
+                routes.discard(route)
+                if not routes:
+                    del by_value[_key(value)]
+        if not by_value:
+            self.index.pop(field, None)
+
+    def candidates(self, data: Any) -> list[Route]:
+        found = list(self.unindexed)
+        if self.index and isinstance(data, dict):
+            for field, by_value in self.index.items():
+                value = data.get(field, _MISSING)
+                if value is _MISSING or not isinstance(value, _HASHABLE):
+                    continue
+                routes = by_value.get(_key(value))
+                if routes:
+                    found.extend(routes)
+        return found
+
+
+_MISSING = object()
+
+
+def _key(value: Any) -> Any:
+    # True == 1 in Python but not in JSON filters: keep bools apart from numbers.
+    return ("bool", value) if isinstance(value, bool) else value
+
+
+class Hub:
+    def __init__(self, url: str | None = None) -> None:
+        self.subscriber = RedisSubscriber(url=url)
+        self.subscriber.on_reconnect(self._on_reconnect)
+        self._channels: dict[str, ChannelRoutes] = {}
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._start_lock = asyncio.Lock()
+        self.delivered = 0
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {name: routes.count for name, routes in self._channels.items()}
+
+    async def add(self, route: Route) -> None:
+        async with self._start_lock:
+            if not self.subscriber.running:
+                await self.subscriber.start()
+        new = []
+        for channel in route.channels:
+            routes = self._channels.get(channel)
+            if routes is None:
+                routes = self._channels[channel] = ChannelRoutes()
+                handler = self._handlers[channel] = self._make_handler(channel)
+                self.subscriber.add_handler(channel, handler)
+                new.append(channel)
+            routes.add(route)
+        if new:
+            await self.subscriber.wait_subscribed(*new)
+
+    def remove(self, route: Route) -> None:
+        for channel in route.channels:
+            routes = self._channels.get(channel)
+            if routes is None:
+                continue
+            routes.remove(route)
+            if routes.count <= 0:
+                del self._channels[channel]
+                self.subscriber.remove_handler(channel, self._handlers.pop(channel))
+
+    def _make_handler(self, key: str) -> Callable[..., Any]:
+        async def handler(data: Any, channel: str) -> None:
+            self.dispatch(key, channel, data)
+
+        return handler
+
+    def dispatch(self, key: str, channel: str, data: Any) -> None:
+        routes = self._channels.get(key)
+        if routes is None:
+            return
+        encoded: dict[tuple[str, ...] | None, str] = {}
+        for route in routes.candidates(data):
+            if not route.matches(data):
+                continue
+            text = encoded.get(route.fields)
+            if text is None:
+                projected = data
+                if route.fields is not None and isinstance(data, dict):
+                    projected = {f: data[f] for f in route.fields if f in data}
+                text = encoded[route.fields] = serialization.dumps(projected).decode()
+            self.delivered += 1
+            route.sink.deliver(route, channel, text)
+
+    async def _on_reconnect(self) -> None:
+        seen: set[int] = set()
+        for routes in list(self._channels.values()):
+            for route in [*routes.unindexed, *(r for s in routes.index.values() for rs in s.values() for r in rs)]:
+                if id(route) not in seen:
+                    seen.add(id(route))
+                    route.sink.gap(route)
+
+    async def close(self) -> None:
+        await self.subscriber.stop()
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per process under an ASGI server)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for old in [lp for lp in _hubs if lp.is_closed()]:
+            del _hubs[old]
+        hub = _hubs[loop] = Hub()
+    return hub

@@ -1,0 +1,199 @@
+"""Declarative WebSocket subscriptions: ``Subscription`` classes, filters, a registry.
+
+No Channels here: the consumer (an adapter) asks this module whether a
+subscribe request is valid, and the hub asks it whether an event matches.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.utils.module_loading import autodiscover_modules
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {}
+
+
+def _op(name: str) -> Callable[[Callable[[Any, Any], bool]], Callable[[Any, Any], bool]]:
+    def register(func: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+        def safe(value: Any, expected: Any) -> bool:
+            try:
+                return bool(func(value, expected))
+            except TypeError:  # e.g. "a" > 1: an event of another shape simply does not match
+                return False
+
+        OPERATORS[name] = safe
+        return func
+
+    return register
+
+
+_op("eq")(operator.eq)
+_op("ne")(operator.ne)
+_op("gt")(operator.gt)
+_op("gte")(operator.ge)
+_op("lt")(operator.lt)
+_op("lte")(operator.le)
+
+
+@_op("in")
+def _in(value: Any, expected: Any) -> bool:
+    return value in expected
+
+
+@_op("contains")
+def _contains(value: Any, expected: Any) -> bool:
+    return value is not None and expected in value
+
+
+@_op("icontains")
+def _icontains(value: Any, expected: Any) -> bool:
+    return isinstance(value, str) and isinstance(expected, str) and expected.casefold() in value.casefold()
+
+
+class FilterError(ValueError):
+    """A client filter the Subscription does not allow (sent back as ``invalid_filter``)."""
+
+    code = "invalid_filter"
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any
+
+    def matches(self, data: Mapping[str, Any]) -> bool:
+        if self.field not in data:
+            return False
+        return OPERATORS[self.op](data[self.field], self.value)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class Subscription:
+    """Subclass to expose a stream of events over ``/subscribe``.
+
+    ``filters`` maps event fields to the operators clients may use;
+    :meth:`get_server_filters` adds conditions the client cannot widen
+    (a tenant, the user's own rows): they are AND-ed with the client's.
+    """
+
+    entity: ClassVar[str] = ""
+    channels: ClassVar[list[str]] = []
+    filters: ClassVar[dict[str, list[str]]] = {}
+    permission_classes: ClassVar[list[Any]] = []
+    description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("entity"):
+            registry.append(cls)
+
+    # -- hooks --------------------------------------------------------------
+    @classmethod
+    def get_server_filters(cls, user: Any) -> dict[str, Any]:
+        """Filters (``field__op: value``) imposed by the server for ``user``."""
+        return {}
+
+    @classmethod
+    def has_permission(cls, user: Any) -> bool:
+        """DRF-style permission classes, checked against the connection's user.
+
+        A permission receives a minimal request-like object with ``user``
+        (and ``method`` "GET"), and ``None`` as the view.
+        """
+        request = _WsRequest(user)
+        return all(permission().has_permission(request, None) for permission in cls.permission_classes)
+
+    @classmethod
+    def requires_auth(cls) -> bool:
+        from django.contrib.auth.models import AnonymousUser
+
+        return bool(cls.permission_classes) and not cls.has_permission(AnonymousUser())
+
+    # -- filters ------------------------------------------------------------
+    @classmethod
+    def parse_filters(cls, raw: Any, max_in_values: int, declared: bool = True) -> list[Condition]:
+        if raw is None:
+            return []
+        if not isinstance(raw, Mapping):
+            raise FilterError("filters must be an object of field__op: value")
+        conditions = []
+        for key, value in raw.items():
+            if not isinstance(key, str) or not key:
+                raise FilterError(f"invalid filter key {key!r}")
+            field, _, op = key.partition("__")
+            op = op or "eq"
+            if op not in OPERATORS:
+                raise FilterError(f"unknown operator {op!r} in {key!r}; known: {', '.join(sorted(OPERATORS))}")
+            if declared:
+                allowed = cls.filters.get(field)
+                if allowed is None:
+                    known = ", ".join(sorted(cls.filters)) or "none"
+                    raise FilterError(f"{cls.entity} cannot be filtered by {field!r}; allowed: {known}")
+                if op not in allowed:
+                    raise FilterError(f"{cls.entity}.{field} does not allow {op!r}; allowed: {', '.join(allowed)}")
+            if op == "in":
+                if not isinstance(value, list) or not all(isinstance(v, _SCALARS) for v in value):
+                    raise FilterError(f"{key!r} needs a list of scalar values")
+                if len(value) > max_in_values:
+                    raise FilterError(f"{key!r} has {len(value)} values; the limit is {max_in_values}")
+                value = frozenset(value) if all(isinstance(v, (str, int, float, bool)) for v in value) else value
+            elif op in ("contains", "icontains"):
+                if not isinstance(value, str) and op == "icontains":
+                    raise FilterError(f"{key!r} needs a string")
+            elif not isinstance(value, _SCALARS):
+                raise FilterError(f"{key!r} needs a scalar value")
+            conditions.append(Condition(field, op, value))
+        return conditions
+
+    @classmethod
+    def check(cls) -> list[str]:
+        problems = []
+        if not cls.channels:
+            problems.append(f"{cls.__qualname__} ({cls.entity}) lists no channels.")
+        for field, ops in cls.filters.items():
+            for op in ops:
+                if op not in OPERATORS:
+                    problems.append(f"{cls.__qualname__}.filters[{field!r}] has unknown operator {op!r}.")
+        return problems
+
+
+class _WsRequest:
+    method = "GET"
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self.auth = None
+
+
+registry: list[type[Subscription]] = []
+
+
+def get_subscription(entity: str) -> type[Subscription] | None:
+    for cls in reversed(registry):
+        if cls.entity == entity:
+            return cls
+    return None
+
+
+def autodiscover_subscriptions() -> None:
+    """Import ``subscriptions`` modules of installed apps."""
+    autodiscover_modules("subscriptions")
+
+
+def describe(classes: Iterable[type[Subscription]] | None = None) -> list[dict[str, Any]]:
+    return [
+        {
+            "entity": cls.entity,
+            "channels": list(cls.channels),
+            "filters": {field: list(ops) for field, ops in cls.filters.items()},
+            "requires_auth": cls.requires_auth(),
+            "description": cls.description or (cls.__doc__ or "").strip(),
+        }
+        for cls in (registry if classes is None else classes)
+    ]

@@ -1,0 +1,6 @@
+from django.urls import path
+
+from .views import schema
+
+app_name = "supergraph_messaging"
+urlpatterns = [path("__schema", schema, name="schema")]
