@@ -35,6 +35,16 @@ DUPLICATE_ID = 4409
 TOO_MANY = 4429
 TOO_SLOW = 4008
 
+_REASONS = {
+    MALFORMED: "malformed message",
+    UNAUTHORIZED: "subscribe before connection_ack",
+    FORBIDDEN: "forbidden",
+    INIT_TIMEOUT: "no connection_init in time",
+    DUPLICATE_ID: "duplicate subscription id",
+    TOO_MANY: "too many subscriptions or messages",
+    TOO_SLOW: "client too slow",
+}
+
 _discovered = False
 
 
@@ -121,6 +131,8 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        logger.info("Closing WebSocket connection %s with code %d (%s).", self.connection_id, code,
+                    _REASONS.get(code, "protocol"))
         hub_routes = list(self.routes.values())
         self.routes.clear()
         for route in hub_routes:

@@ -78,7 +78,12 @@ CACHES = {
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-SUPERGRAPH_MESSAGING = {"DEFAULT_TTL": 3600}
+SUPERGRAPH_MESSAGING = {
+    "DEFAULT_TTL": 3600,
+    # End-to-end tests start daphne with short ping timings to see 4008 quickly.
+    "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
+    "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),
+}
 
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
