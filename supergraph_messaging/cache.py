@@ -107,20 +107,10 @@ class CacheManager:
     def invalidate_pattern(self, pattern: str) -> int:
         """Delete every key matching the glob (``SCAN`` + batched ``UNLINK``, never ``KEYS``)."""
         client = self.client
-        conn = client.redis
-        deleted = 0
         try:
-            batch: list[bytes] = []
-            for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
-                batch.append(key)
-                if len(batch) >= UNLINK_BATCH:
-                    deleted += _unlink(conn, batch)
-                    batch = []
-            if batch:
-                deleted += _unlink(conn, batch)
+            return unlink_matching(client.redis, self._pattern(pattern))
         except REDIS_ERRORS as exc:
             raise client.unavailable(exc) from exc
-        return deleted
 
     def ttl(self, key: str) -> int | None:
         """Seconds left; ``None`` when the key is missing or never expires."""
@@ -199,5 +189,15 @@ class CacheManager:
         return value if value >= 0 else None
 
 
-def _unlink(conn: Any, keys: list[bytes]) -> int:
-    return int(conn.unlink(*keys))
+def unlink_matching(conn: Any, match: str) -> int:
+    """``UNLINK`` every raw key matching the glob ``match``, in batches; returns the count."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in conn.scan_iter(match=match, count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= UNLINK_BATCH:
+            deleted += int(conn.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(conn.unlink(*batch))
+    return deleted

@@ -1,0 +1,202 @@
+"""The "Supergraph messaging" admin: browse and invalidate the cache, see channels and registries.
+
+The cache browser is the changelist of the unmanaged ``CacheKey`` model, so
+Django's permissions govern it: browsing needs ``view_cachekey``, deleting
+and invalidating need ``delete_cachekey``. Every change is a CSRF-checked
+POST, reported with a count and written to the admin log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import DELETION, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from . import events, invalidation, keyspace, stats
+from .cache import unlink_matching
+from .connection import REDIS_ERRORS, get_redis_client
+from .discovery import autodiscover_subscribers
+from .keys import LEASE_SUFFIX, escape_glob
+from .models import CacheKey
+from .pubsub import get_global_subscriber
+from .subscriptions import autodiscover_subscriptions, describe
+
+COUNT_LIMIT = 10_000
+TEMPLATE_DIR = "admin/supergraph_messaging/"
+
+
+@admin.register(CacheKey)
+class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        name = "supergraph_messaging_cachekey"
+        wrap = self.admin_site.admin_view
+        return [
+            path("", wrap(self.changelist_view), name=f"{name}_changelist"),
+            path("key/", wrap(self.key_view), name=f"{name}_key"),
+            path("delete/", wrap(require_POST(self.delete_keys_view)), name=f"{name}_delete"),
+            path("invalidate/", wrap(self.invalidate_view), name=f"{name}_invalidate"),
+            path("channels/", wrap(self.channels_view), name=f"{name}_channels"),
+            path("templates/", wrap(self.templates_view), name=f"{name}_templates"),
+        ]
+
+    # -- helpers ------------------------------------------------------------
+    def _require(self, request: HttpRequest, delete: bool = False) -> None:
+        if not self.has_view_permission(request) or (delete and not self.has_delete_permission(request)):
+            raise PermissionDenied
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "can_delete": self.has_delete_permission(request),
+            "changelist_url": reverse("admin:supergraph_messaging_cachekey_changelist"),
+            **extra,
+        }
+
+    def _log(self, request: HttpRequest, keys: list[str], message: str) -> None:
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk or 0,
+            queryset=[CacheKey(key=k[:1024]) for k in keys],
+            action_flag=DELETION,
+            change_message=message,
+        )
+
+    def _redis_error(self, request: HttpRequest, exc: BaseException) -> None:
+        messages.error(request, f"Redis at {get_redis_client().masked_url} is unreachable: {exc}")
+
+    # -- views --------------------------------------------------------------
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        self._require(request)
+        pattern = request.GET.get("q", "").strip() or "*"
+        try:
+            cursor = max(0, int(request.GET.get("cursor", "0")))
+        except ValueError:
+            cursor = 0
+        rows: list[keyspace.KeyInfo] = []
+        next_cursor = 0
+        try:
+            keys, next_cursor = keyspace.scan_page(pattern, cursor)
+            rows = keyspace.describe(keys)
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+        next_url = None
+        if next_cursor:
+            next_url = "?" + urlencode({"q": pattern, "cursor": str(next_cursor)})
+        context = self._context(request, "Cache keys", rows=rows, q=pattern, next_url=next_url,
+                                first_page=cursor == 0)
+        return TemplateResponse(request, TEMPLATE_DIR + "cachekey_changelist.html", context)
+
+    def key_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request)
+        key = request.GET.get("key", "")
+        try:
+            value = keyspace.read_value(key)
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+            return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
+        return TemplateResponse(request, TEMPLATE_DIR + "cachekey_detail.html",
+                                self._context(request, f"Cache key {key}", key=key, value=value))
+
+    def delete_keys_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request, delete=True)
+        keys = [k for k in request.POST.getlist("keys") if k]
+        back = reverse("admin:supergraph_messaging_cachekey_changelist") + "?" + urlencode(
+            {"q": request.POST.get("q", "*")})
+        if not keys:
+            messages.warning(request, "No keys were selected.")
+            return HttpResponseRedirect(back)
+        try:
+            conn = get_redis_client().redis
+            deleted = int(conn.unlink(*keys))
+            conn.unlink(*[k + LEASE_SUFFIX for k in keys])
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+            return HttpResponseRedirect(back)
+        self._log(request, keys, f"Deleted cache key ({deleted} of {len(keys)} selected existed).")
+        messages.success(request, f"Deleted {deleted} of {len(keys)} selected keys.")
+        return HttpResponseRedirect(back)
+
+    def invalidate_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request, delete=request.method == "POST")
+        if request.method != "POST":
+            pattern = request.GET.get("pattern", request.GET.get("q", ""))
+            return TemplateResponse(request, TEMPLATE_DIR + "invalidate.html",
+                                    self._context(request, "Invalidate a pattern", pattern=pattern, step="form"))
+        pattern = request.POST.get("pattern", "").strip()
+        effective = pattern or "*"
+        retype_needed = effective == "*"
+        if request.POST.get("confirm") != "yes":
+            try:
+                count, exact, sample = keyspace.count_matching(effective, COUNT_LIMIT)
+            except REDIS_ERRORS as exc:
+                self._redis_error(request, exc)
+                return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
+            return TemplateResponse(request, TEMPLATE_DIR + "invalidate.html", self._context(
+                request, "Confirm invalidation", pattern=pattern, effective=effective, step="confirm",
+                count=count, exact=exact, sample=sample, retype_needed=retype_needed))
+        if retype_needed and request.POST.get("retype", "").strip() != "*":
+            messages.error(request, "To invalidate every key, type * in the confirmation box.")
+            return TemplateResponse(request, TEMPLATE_DIR + "invalidate.html", self._context(
+                request, "Confirm invalidation", pattern=pattern, effective=effective, step="confirm",
+                count=None, exact=False, sample=[], retype_needed=True), status=400)
+        try:
+            deleted = unlink_matching(get_redis_client().redis, effective)
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+            return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
+        self._log(request, [f"pattern:{effective}"], f"Invalidated pattern {effective!r}: {deleted} keys.")
+        messages.success(request, f"Invalidated {deleted} keys matching {effective!r}.")
+        return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
+
+    def channels_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request)
+        autodiscover_subscribers()
+        autodiscover_subscriptions()
+        channels: list[tuple[str, int]] = []
+        numpat = 0
+        try:
+            channels, numpat = keyspace.pubsub_channels()
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+        published = [
+            {"channel": channel, "action": action, "entity": r.entity, "source": r.source,
+             "fields": ", ".join(r.config.payload_fields or []) or "(serializer fields)"}
+            for r in events.registry for action, channel in r.config.publish.items()
+        ]
+        context = self._context(request, "Pub/Sub channels", channels=channels, numpat=numpat,
+                                handlers=sorted(get_global_subscriber().channels), published=published,
+                                subscriptions=describe())
+        return TemplateResponse(request, TEMPLATE_DIR + "channels.html", context)
+
+    def templates_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request)
+        autodiscover_subscribers()
+        try:
+            totals = stats.read()
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+            totals = {}
+        from .conf import conf
+
+        rows = []
+        for r in invalidation.templates:
+            name = r.template.template
+            rows.append({"template": name, "kind": r.kind, "source": r.source, "channels": ", ".join(r.channels),
+                         "stats": totals.get(name, dict.fromkeys(stats.FIELDS, 0)),
+                         "pattern": escape_glob(conf.key_prefix) + r.template.pattern()})
+        return TemplateResponse(request, TEMPLATE_DIR + "templates.html",
+                                self._context(request, "Cache templates", rows=rows))
