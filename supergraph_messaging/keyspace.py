@@ -10,6 +10,7 @@ from .connection import get_redis_client
 
 PAGE_SIZE = 100
 SCAN_COUNT = 1000
+MAX_SCAN_COUNT = 20_000
 MAX_SCANS_PER_PAGE = 50
 PREVIEW_BYTES = 300
 VALUE_LIMIT = 1_000_000
@@ -38,11 +39,13 @@ def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE) -> tupl
     """Up to ``page_size`` keys matching ``pattern`` from ``cursor``; returns (keys, next cursor, 0 = end)."""
     conn: Any = get_redis_client().redis
     found: list[str] = []
+    count = page_size  # dense patterns: about one page per SCAN; sparse ones: widen the step
     for _ in range(MAX_SCANS_PER_PAGE):
-        cursor, keys = conn.scan(cursor=cursor, match=pattern or "*", count=SCAN_COUNT)
+        cursor, keys = conn.scan(cursor=cursor, match=pattern or "*", count=count)
         found.extend(_text(k)[0] for k in keys)
         if cursor == 0 or len(found) >= page_size:
             break
+        count = min(count * 2, MAX_SCAN_COUNT)
     return found, int(cursor)
 
 
