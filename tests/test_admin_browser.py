@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from tests.browser import browser_page, shot  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop in-thread
 
 
 def test_admin_in_a_browser(live_server: Any, browser_page: Any, redis_conn: Any) -> None:  # noqa: F811

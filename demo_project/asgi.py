@@ -1,0 +1,11 @@
+import os
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+http = get_asgi_application()
+
+from supergraph_messaging.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter({"http": http, "websocket": URLRouter(websocket_urlpatterns)})
