@@ -45,6 +45,24 @@ def setup_django(redis_url: str, **extra: object) -> None:
     django.setup()
 
 
+def setup_test_project(server: RedisServer) -> None:
+    """Django with the test suite's settings and apps, on ``server`` and a fresh SQLite file, migrated."""
+    import logging
+    import tempfile
+
+    os.environ["SGM_TEST_REDIS_PORT"] = str(server.port)
+    os.environ["SGM_TEST_DB_NAME"] = os.path.join(tempfile.mkdtemp(), "bench.sqlite3")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.chdir(ROOT)
+    import django
+
+    django.setup()
+    logging.getLogger("supergraph_messaging").setLevel(logging.WARNING)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def plain_key(key: str, key_prefix: str, version: int) -> str:
     return key
 

@@ -9,31 +9,21 @@ would: KEYS <pattern>, sort, then describe the first 100 keys.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 
-from _common import ROOT, median, runs_arg, start_redis
+from _common import median, runs_arg, setup_test_project, start_redis
 
 
 def main() -> None:
     server = start_redis()
-    os.environ["SGM_TEST_REDIS_PORT"] = str(server.port)
-    os.environ["SGM_TEST_DB_NAME"] = os.path.join(tempfile.mkdtemp(), "bench.sqlite3")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    os.chdir(ROOT)
-    import django
-
-    django.setup()
+    setup_test_project(server)
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.test import Client
     from django.test.utils import setup_test_environment
 
     from supergraph_messaging import keyspace
 
     setup_test_environment()  # so responses carry their template context
-    call_command("migrate", verbosity=0)
     client = Client()
     client.force_login(User.objects.create_superuser("bench", "b@example.com", "pw"))
     conn = server.client()

@@ -9,11 +9,9 @@ batches so machine drift hits both sides alike.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 
-from _common import ROOT, median, runs_arg, start_redis
+from _common import median, runs_arg, setup_test_project, start_redis
 
 REQUESTS = 2_000
 BATCH = 100
@@ -21,20 +19,9 @@ BATCH = 100
 
 def main() -> None:
     server = start_redis()
-    os.environ["SGM_TEST_REDIS_PORT"] = str(server.port)
-    os.environ["SGM_TEST_DB_NAME"] = os.path.join(tempfile.mkdtemp(), "bench.sqlite3")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    os.chdir(ROOT)
-    import logging
-
-    import django
-
-    django.setup()
-    logging.getLogger("supergraph_messaging").setLevel(logging.WARNING)
-    from django.core.management import call_command
+    setup_test_project(server)
     from rest_framework.test import APIClient
 
-    call_command("migrate", verbosity=0)
     sub = server.client().pubsub()
     sub.subscribe("camera.created", "camera.updated")
     client = APIClient()

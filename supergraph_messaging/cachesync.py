@@ -32,6 +32,8 @@ class CacheSync:
 
     ``fields`` is a list of model field names, or a mapping of output name to
     a field name or a callable taking the instance (e.g. a related name).
+    Saving an existing row costs one ``SELECT`` of the key fields, so that a
+    changed key (a new MAC) removes the old entry.
     """
 
     def __init__(

@@ -291,6 +291,9 @@ def register_model_events(model: type[models.Model], config: EventConfig) -> Mod
     ``bulk_create`` and ``QuerySet.update`` send no per-row signals, so they
     publish nothing (Django's rule): publish yourself after such bulk
     operations. ``QuerySet.delete`` does send ``post_delete`` per row.
+
+    Each update of an existing row costs one extra ``SELECT`` of the payload
+    fields (in ``pre_save``), which is what fills ``_meta.previous``.
     """
     existing = _model_events.pop(model, None)
     if existing is not None:

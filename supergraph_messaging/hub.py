@@ -122,6 +122,7 @@ class Hub:
         self.subscriber.on_reconnect(self._on_reconnect)
         self._channels: dict[str, ChannelRoutes] = {}
         self._handlers: dict[str, Callable[..., Any]] = {}
+        self._routes: set[Route] = set()
         self._start_lock = asyncio.Lock()
         self.delivered = 0
 
@@ -133,6 +134,7 @@ class Hub:
         async with self._start_lock:
             if not self.subscriber.running:
                 await self.subscriber.start()
+        self._routes.add(route)
         new = []
         for channel in route.channels:
             routes = self._channels.get(channel)
@@ -146,6 +148,9 @@ class Hub:
             await self.subscriber.wait_subscribed(*new)
 
     def remove(self, route: Route) -> None:
+        if route not in self._routes:
+            return
+        self._routes.discard(route)
         for channel in route.channels:
             routes = self._channels.get(channel)
             if routes is None:
@@ -179,12 +184,8 @@ class Hub:
             route.sink.deliver(route, channel, text)
 
     async def _on_reconnect(self) -> None:
-        seen: set[int] = set()
-        for routes in list(self._channels.values()):
-            for route in [*routes.unindexed, *(r for s in routes.index.values() for rs in s.values() for r in rs)]:
-                if id(route) not in seen:
-                    seen.add(id(route))
-                    route.sink.gap(route)
+        for route in list(self._routes):
+            route.sink.gap(route)
 
     async def close(self) -> None:
         await self.subscriber.stop()

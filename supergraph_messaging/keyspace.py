@@ -11,6 +11,7 @@ from .connection import get_redis_client
 PAGE_SIZE = 100
 SCAN_COUNT = 1000
 MAX_SCAN_COUNT = 20_000
+SCAN_BUDGET = 50_000  # keys one page may walk
 MAX_SCANS_PER_PAGE = 50
 PREVIEW_BYTES = 300
 VALUE_LIMIT = 1_000_000
@@ -40,12 +41,14 @@ def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE) -> tupl
     conn: Any = get_redis_client().redis
     found: list[str] = []
     count = page_size  # dense patterns: about one page per SCAN; sparse ones: widen the step
+    budget = SCAN_BUDGET  # a sparse pattern returns a short page (with "next") rather than a slow one
     for _ in range(MAX_SCANS_PER_PAGE):
         cursor, keys = conn.scan(cursor=cursor, match=pattern or "*", count=count)
         found.extend(_text(k)[0] for k in keys)
-        if cursor == 0 or len(found) >= page_size:
+        budget -= count
+        if cursor == 0 or len(found) >= page_size or budget <= 0:
             break
-        count = min(count * 2, MAX_SCAN_COUNT)
+        count = min(count * 2, MAX_SCAN_COUNT, budget)
     return found, int(cursor)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -200,8 +201,6 @@ class RedisSubscriber:
         asyncio.run(self.serve())
 
     async def serve(self, stop_event: asyncio.Event | None = None) -> None:
-        import signal
-
         stop_event = stop_event or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
