@@ -12,7 +12,7 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from . import scripts, stats
@@ -24,7 +24,6 @@ from .invalidation import Registration, register
 from .keys import KeyTemplate, full_key, lease_key
 from .serialization import dumps, loads
 
-_MISSING = object()
 WAIT_MIN = 0.002
 WAIT_MAX = 0.05
 
@@ -113,33 +112,24 @@ class CachedFunction:
         return loads(self._encode(self.func(*args, **kwargs)))
 
     def _fill(self, conn: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        lease, token = lease_key(key), _token()
-        lease_ms = int(conf.lease_ttl * 1000)
-        deadline = time.monotonic() + conf.lease_ttl
-        delay = WAIT_MIN
+        steps = self._fill_steps(key)
+        reply: Any = None
+        error: BaseException | None = None
         while True:
-            reply = scripts.run(conn, scripts.ACQUIRE, [key, lease], [token, lease_ms])
-            if reply[0] == 1:
-                return loads(reply[1])
-            if reply[0] == 2:
-                break
-            stats.incr(self.name, "lease_waits")
-            if time.monotonic() > deadline:
-                # The lease holder is stuck; serve a fresh value without caching it.
-                return loads(self._encode(self.func(*args, **kwargs)))
-            time.sleep(delay)
-            delay = min(delay * 2, WAIT_MAX)
-        try:
-            result = self.func(*args, **kwargs)
-            encoded = self._encode(result)
-        except BaseException:
-            scripts.run(conn, scripts.RELEASE, [lease], [token])
-            raise
-        if result is None and not self.cache_none:
-            scripts.run(conn, scripts.RELEASE, [lease], [token])
-        elif scripts.run(conn, scripts.FILL, [key, lease], [token, encoded, ttl_ms(self.ttl)]):
-            stats.incr(self.name, "fills")
-        return loads(encoded)
+            try:
+                step = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            error = None
+            if step[0] == "call":
+                try:
+                    reply = self.func(*args, **kwargs)
+                except BaseException as exc:
+                    error = exc
+            elif step[0] == "sleep":
+                time.sleep(step[1])
+            else:
+                reply = scripts.run(conn, *step[1:])
 
     # -- async --------------------------------------------------------------
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -167,33 +157,60 @@ class CachedFunction:
         return loads(self._encode(await self.func(*args, **kwargs)))
 
     async def _afill(self, conn: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        steps = self._fill_steps(key)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            error = None
+            if step[0] == "call":
+                try:
+                    reply = await self.func(*args, **kwargs)
+                except BaseException as exc:  # CancelledError too: the lease must be given back
+                    error = exc
+            elif step[0] == "sleep":
+                await asyncio.sleep(step[1])
+            else:
+                # Shielded: a cancelled caller still releases its lease.
+                reply = await asyncio.shield(scripts.arun(conn, *step[1:]))
+
+    # -- the lease protocol, written once for both drivers ------------------
+    def _fill_steps(self, key: str) -> Generator[tuple[Any, ...], Any, Any]:
+        """The fill of a missed ``key``, as steps: ("script", src, keys, args), ("sleep", s), ("call",).
+
+        The sync and async drivers above execute the steps; the lease logic
+        lives only here. The function's exception is thrown back in at "call".
+        """
         lease, token = lease_key(key), _token()
         lease_ms = int(conf.lease_ttl * 1000)
         deadline = time.monotonic() + conf.lease_ttl
         delay = WAIT_MIN
         while True:
-            reply = await scripts.arun(conn, scripts.ACQUIRE, [key, lease], [token, lease_ms])
+            reply = yield ("script", scripts.ACQUIRE, [key, lease], [token, lease_ms])
             if reply[0] == 1:
-                return loads(reply[1])
+                return loads(reply[1])  # another filler finished meanwhile
             if reply[0] == 2:
-                break
+                break  # the lease is ours
             stats.incr(self.name, "lease_waits")
             if time.monotonic() > deadline:
-                return loads(self._encode(await self.func(*args, **kwargs)))
-            await asyncio.sleep(delay)
+                # The lease holder is stuck; serve a fresh value without caching it.
+                return loads(self._encode((yield ("call",))))
+            yield ("sleep", delay)
             delay = min(delay * 2, WAIT_MAX)
         try:
-            result = await self.func(*args, **kwargs)
+            result = yield ("call",)
             encoded = self._encode(result)
         except BaseException:
-            await asyncio.shield(scripts.arun(conn, scripts.RELEASE, [lease], [token]))
+            yield ("script", scripts.RELEASE, [lease], [token])
             raise
         if result is None and not self.cache_none:
-            await scripts.arun(conn, scripts.RELEASE, [lease], [token])
-        elif await scripts.arun(conn, scripts.FILL, [key, lease], [token, encoded, ttl_ms(self.ttl)]):
+            yield ("script", scripts.RELEASE, [lease], [token])
+        elif (yield ("script", scripts.FILL, [key, lease], [token, encoded, ttl_ms(self.ttl)])):
             stats.incr(self.name, "fills")
         return loads(encoded)
-
 
 def redis_cache(
     key: str,
