@@ -45,8 +45,9 @@ def start_server(kind: str, redis_port: int) -> tuple[subprocess.Popen[bytes], i
     app = "tests.asgi:application" if kind == "ours" else "baseline_app:application"
     if kind == "ours":
         env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    log = open(f"/tmp/sgm-bench-fanout-{kind}.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port)
     return proc, port
 

@@ -22,6 +22,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils.module_loading import import_string
 
 from .conf import conf
+from .connection import REDIS_ERRORS
 from .hub import Route, get_hub
 from .subscriptions import FilterError, autodiscover_subscriptions, get_subscription
 
@@ -95,11 +96,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         self.window_start = time.monotonic()
         self.window_count = 0
         self.awaiting_pong_since: float | None = None
+        self.pinger: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
-        await self.accept()
         self.sender = loop.create_task(self._send_loop())
         self.init_timer = loop.call_later(conf.ws_init_timeout, self._init_timed_out)
-        self.pinger: asyncio.Task[None] | None = None
+        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
@@ -273,7 +274,14 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions,
                       tuple(fields) if fields is not None else None)
         self.routes[sub_id] = route
-        await get_hub().add(route)
+        try:
+            await get_hub().add(route)
+        except REDIS_ERRORS as exc:  # includes TimeoutError (an OSError): no confirmation in time
+            logger.warning("Subscribing %s to %s failed: %s", sub_id, subscription.entity, exc)
+            self.routes.pop(sub_id, None)
+            get_hub().remove(route)
+            self._error(sub_id, "unavailable", "The event stream is unavailable; retry later.")
+            return
         if self.closing:
             get_hub().remove(route)
             return
