@@ -288,3 +288,16 @@ async def test_hub_refcounts_channels(hub: None, redis_conn: Any) -> None:
     assert get_hub().channels == {}
     assert redis_conn.pubsub_numsub("camera.events")[0][1] == 0
     await b.disconnect()
+
+
+async def test_subscribe_without_redis_is_an_error_not_a_crash(own_redis: Any) -> None:
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):
+        own_redis.stop()
+        comm = await connect()
+        await comm.send_json_to({"id": "1", "type": "subscribe", "payload": {"entity": "CameraEvents"}})
+        error = await comm.receive_json_from(timeout=5)
+        assert error["type"] == "error" and error["payload"][0]["code"] == "unavailable"
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}  # the connection lives on
+        await comm.disconnect()
+        await get_hub().close()
