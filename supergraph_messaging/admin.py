@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from . import events, invalidation, keyspace, stats
 from .cache import unlink_matching
+from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .discovery import autodiscover_subscribers
 from .keys import LEASE_SUFFIX, escape_glob
@@ -190,8 +191,6 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             totals = {}
-        from .conf import conf
-
         rows = []
         for r in invalidation.templates:
             name = r.template.template

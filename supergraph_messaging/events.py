@@ -198,15 +198,23 @@ _suppressed: contextvars.ContextVar[frozenset[tuple[type[models.Model], str]]] =
 )
 
 
+def suppress_model_events(model: type[models.Model], *kinds: str) -> contextvars.Token[Any]:
+    """Silence ``register_model_events`` of ``model`` ("save"/"delete") until :func:`restore_model_events`."""
+    return _suppressed.set(_suppressed.get() | {(model, kind) for kind in kinds})
+
+
+def restore_model_events(token: contextvars.Token[Any]) -> None:
+    _suppressed.reset(token)
+
+
 @contextlib.contextmanager
 def api_publishes(model: type[models.Model], action: str) -> Iterator[None]:
     """While a ViewSet publishes ``action`` for ``model`` itself, model signals stay quiet."""
-    kind = "delete" if action in ("delete", "destroy") else "save"
-    token = _suppressed.set(_suppressed.get() | {(model, kind)})
+    token = suppress_model_events(model, "delete" if action in ("delete", "destroy") else "save")
     try:
         yield
     finally:
-        _suppressed.reset(token)
+        restore_model_events(token)
 
 
 def _is_suppressed(model: type[models.Model], kind: str) -> bool:

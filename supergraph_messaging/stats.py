@@ -26,7 +26,9 @@ _flusher: threading.Thread | None = None
 
 
 def incr(template: str, field: str, amount: int = 1) -> None:
-    _counts[(template, field)] += amount  # Counter += is atomic enough under the GIL for stats
+    # Unlocked on purpose (this is the hit path): two threads racing on one counter may
+    # lose an increment, which statistics can afford.
+    _counts[(template, field)] += amount
     if _flusher is None:
         _start_flusher()
 

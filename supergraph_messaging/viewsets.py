@@ -16,7 +16,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import events
-from .events import STANDARD_ACTIONS, EventConfig, EventRegistration, api_publishes, make_event, publish_on_commit
+from .events import (
+    STANDARD_ACTIONS,
+    EventConfig,
+    EventRegistration,
+    api_publishes,
+    make_event,
+    publish_on_commit,
+    restore_model_events,
+    suppress_model_events,
+)
 
 
 class EventPublishingMixin:
@@ -127,14 +136,12 @@ class EventPublishingMixin:
         if self._custom_channel() is None:
             return
         self._event_before = self._representation(self.get_object()) if self._is_detail() else None  # type: ignore[attr-defined]
-        self._event_token = events._suppressed.set(
-            events._suppressed.get() | {(self.get_event_model(), "save"), (self.get_event_model(), "delete")}
-        )
+        self._event_token = suppress_model_events(self.get_event_model(), "save", "delete")
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         token: contextvars.Token[Any] | None = self.__dict__.pop("_event_token", None)
         if token is not None:
-            events._suppressed.reset(token)
+            restore_model_events(token)
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         channel = self._custom_channel()
         if channel is not None and token is not None and 200 <= response.status_code < 300:
