@@ -63,10 +63,9 @@ async def authenticate_token(token: str) -> Any:
     path = conf.ws_token_authenticator
     if path:
         func = import_string(path)
-        result = func(token)
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result
+        if asyncio.iscoroutinefunction(func):
+            return await func(token)
+        return await database_sync_to_async(func)(token)  # a sync authenticator may query the DB
     from django.apps import apps
 
     if not apps.is_installed("rest_framework.authtoken"):

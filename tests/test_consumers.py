@@ -301,3 +301,16 @@ async def test_subscribe_without_redis_is_an_error_not_a_crash(own_redis: Any) -
         assert await comm.receive_json_from() == {"type": "pong"}  # the connection lives on
         await comm.disconnect()
         await get_hub().close()
+
+
+async def test_custom_token_authenticator(hub: None) -> None:
+    from django.contrib.auth.models import User
+
+    await sync_to_async(User.objects.create_user)("tok-user")
+    with override_settings(SUPERGRAPH_MESSAGING={"WS_TOKEN_AUTHENTICATOR": "tests.testapp.auth.user_named_by_token"}):
+        comm = await connect(init={"token": "tok-user"})
+        assert (await subscribe(comm, "s", "Secret"))["type"] == "subscribed"
+        await comm.disconnect()
+        comm = await connect(ack=False)
+        await comm.send_json_to({"type": "connection_init", "payload": {"token": "nobody"}})
+        assert await closed_with(comm) == 4403
