@@ -124,3 +124,25 @@ def check_event_viewsets(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         if registration.viewset is not None:
             errors.extend(registration.viewset.check_events())
     return errors
+
+
+@register("supergraph_messaging")
+def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Subscriptions: known operators only (E201), one class per entity (E202)."""
+    from .subscriptions import autodiscover_subscriptions, registry
+
+    autodiscover_subscriptions()
+    errors: list[Any] = []
+    seen: dict[str, type] = {}
+    for cls in registry:
+        for problem in cls.check():
+            errors.append(Error(problem, obj=cls, id="supergraph_messaging.E201"))
+        other = seen.setdefault(cls.entity, cls)
+        if other is not cls:
+            errors.append(Error(
+                f"Subscription entity {cls.entity!r} is declared twice: "
+                f"{other.__module__}.{other.__qualname__} and {cls.__module__}.{cls.__qualname__}.",
+                obj=cls,
+                id="supergraph_messaging.E202",
+            ))
+    return errors

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from . import serialization
 from .pubsub import RedisSubscriber
-from .subscriptions import Condition
+from .subscriptions import Condition, match_key
 
 logger = logging.getLogger("supergraph_messaging.hub")
 
@@ -55,9 +55,9 @@ def _pick_index(conditions: list[Condition]) -> tuple[str, tuple[Any, ...]] | No
     """The (field, values) to index this route under: its first eq/in on hashable values."""
     for c in conditions:
         if c.op == "eq" and isinstance(c.value, _HASHABLE):
-            return c.field, (c.value,)
+            return c.field, (match_key(c.value),)
         if c.op == "in" and isinstance(c.value, frozenset):
-            return c.field, tuple(c.value)
+            return c.field, tuple(c.value)  # already match keys
     return None
 
 
@@ -77,7 +77,7 @@ class ChannelRoutes:
         field, values = route.index
         by_value = self.index.setdefault(field, {})
         for value in values:
-            by_value.setdefault(_key(value), set()).add(route)
+            by_value.setdefault(value, set()).add(route)
 
     def remove(self, route: Route) -> None:
         self.count -= 1
@@ -87,11 +87,11 @@ class ChannelRoutes:
         field, values = route.index
         by_value = self.index.get(field, {})
         for value in values:
-            routes = by_value.get(_key(value))
+            routes = by_value.get(value)
             if routes is not None:
                 routes.discard(route)
                 if not routes:
-                    del by_value[_key(value)]
+                    del by_value[value]
         if not by_value:
             self.index.pop(field, None)
 
@@ -102,18 +102,13 @@ class ChannelRoutes:
                 value = data.get(field, _MISSING)
                 if value is _MISSING or not isinstance(value, _HASHABLE):
                     continue
-                routes = by_value.get(_key(value))
+                routes = by_value.get(match_key(value))
                 if routes:
                     found.extend(routes)
         return found
 
 
 _MISSING = object()
-
-
-def _key(value: Any) -> Any:
-    # True == 1 in Python but not in JSON filters: keep bools apart from numbers.
-    return ("bool", value) if isinstance(value, bool) else value
 
 
 class Hub:

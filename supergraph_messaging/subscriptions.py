@@ -30,8 +30,21 @@ def _op(name: str) -> Callable[[Callable[[Any, Any], bool]], Callable[[Any, Any]
     return register
 
 
-_op("eq")(operator.eq)
-_op("ne")(operator.ne)
+def match_key(value: Any) -> Any:
+    """How a JSON scalar compares in filters: ``true`` is not ``1`` (Python says it is)."""
+    return ("bool", value) if isinstance(value, bool) else value
+
+
+@_op("eq")
+def _eq(value: Any, expected: Any) -> bool:
+    return bool(value == expected) and isinstance(value, bool) == isinstance(expected, bool)
+
+
+@_op("ne")
+def _ne(value: Any, expected: Any) -> bool:
+    return not _eq(value, expected)
+
+
 _op("gt")(operator.gt)
 _op("gte")(operator.ge)
 _op("lt")(operator.lt)
@@ -40,7 +53,9 @@ _op("lte")(operator.le)
 
 @_op("in")
 def _in(value: Any, expected: Any) -> bool:
-    return value in expected
+    if isinstance(expected, frozenset):  # of match_key()s: see parse_filters
+        return match_key(value) in expected
+    return any(_eq(value, e) for e in expected)
 
 
 @_op("contains")
@@ -142,7 +157,8 @@ class Subscription:
                     raise FilterError(f"{key!r} needs a list of scalar values")
                 if len(value) > max_in_values:
                     raise FilterError(f"{key!r} has {len(value)} values; the limit is {max_in_values}")
-                value = frozenset(value) if all(isinstance(v, (str, int, float, bool)) for v in value) else value
+                if all(isinstance(v, (str, int, float, bool)) for v in value):
+                    value = frozenset(match_key(v) for v in value)
             elif op in ("contains", "icontains"):
                 if not isinstance(value, str) and op == "icontains":
                     raise FilterError(f"{key!r} needs a string")

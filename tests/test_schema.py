@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_lists_subscriptions_events_and_caches() -> None:
+    from tests.testapp import caching  # noqa: F401 - registers its templates
+
+    r = Client().get("/__schema")
+    assert r.status_code == 200 and r["Content-Type"] == "application/json"
+    doc = r.json()
+    subs = {s["entity"]: s for s in doc["subscriptions"]}
+    assert subs["CameraEvents"]["channels"] == ["camera.events"]
+    assert subs["CameraEvents"]["filters"]["complex_id"] == ["eq", "in"]
+    assert subs["CameraEvents"]["requires_auth"] is False
+    assert subs["Secret"]["requires_auth"] is True
+    events = {(e["channel"], e["action"]) : e for e in doc["events"]}
+    created = events[("camera.created", "create")]
+    assert created["entity"] == "testapp.Camera"
+    assert created["payload_fields"] == ["id", "mac_address", "model", "settings"]
+    assert ("camera.settings.updated", "update_settings") in events
+    caches = {c["template"]: c for c in doc["caches"]}
+    assert caches["camera:mac:{mac_address}"]["invalidate_on"] == ["camera.updated", "camera.deleted"]
+
+
+def test_schema_is_get_only() -> None:
+    assert Client().post("/__schema").status_code == 405

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from supergraph_messaging.hub import ChannelRoutes, Route
+from supergraph_messaging.subscriptions import Condition, FilterError, Subscription
+
+
+class Sink:
+    def deliver(self, route: Route, channel: str, data_json: str) -> None: ...
+
+    def gap(self, route: Route) -> None: ...
+
+
+class Things(Subscription):
+    entity = "ThingsForUnitTests"
+    channels = ["things"]
+    filters = {"n": ["eq", "in", "ne", "gt"], "flag": ["eq"]}
+
+
+def routes_for(filters: dict) -> tuple[ChannelRoutes, Route]:
+    route = Route(Sink(), "1", Things.entity, Things.channels, Things.parse_filters(filters, 100), None)
+    routes = ChannelRoutes()
+    routes.add(route)
+    return routes, route
+
+
+@pytest.mark.parametrize(("filters", "event", "expected"), [
+    ({"n": 1}, {"n": 1}, True),
+    ({"n": 1}, {"n": True}, False),  # JSON true is not 1
+    ({"n": True}, {"n": 1}, False),
+    ({"n__in": [1, 2]}, {"n": True}, False),
+    ({"n__in": [True]}, {"n": True}, True),
+    ({"n__in": [1, 2]}, {"n": 2.0}, True),
+    ({"n__ne": 1}, {"n": True}, True),
+    ({"n": 1}, {"m": 1}, False),
+    ({"n__gt": 1}, {"n": "x"}, False),  # another shape never matches, never raises
+])
+def test_matching_is_json_strict_and_index_agrees(filters: dict, event: dict, expected: bool) -> None:
+    routes, route = routes_for(filters)
+    candidates = routes.candidates(event)
+    assert route.matches(event) is expected
+    assert (route in candidates and route.matches(event)) is expected
+
+
+def test_remove_cleans_the_index() -> None:
+    routes, route = routes_for({"n__in": [1, 2]})
+    routes.remove(route)
+    assert routes.index == {} and routes.count == 0
+
+
+def test_parse_errors_name_the_problem() -> None:
+    with pytest.raises(FilterError, match="'secret'"):
+        Things.parse_filters({"secret": 1}, 100)
+    with pytest.raises(FilterError, match="limit is 2"):
+        Things.parse_filters({"n__in": [1, 2, 3]}, 2)
+    assert Things.parse_filters({"n": 1}, 100) == [Condition("n", "eq", 1)]
+
+
+def test_system_checks_unknown_operator_and_duplicate_entity() -> None:
+    from supergraph_messaging import subscriptions
+    from supergraph_messaging.checks import check_subscriptions
+
+    assert check_subscriptions() == []
+
+    class BadOps(Subscription):
+        entity = "BadOpsForChecks"
+        channels = ["x"]
+        filters = {"n": ["eq", "regex"]}
+
+    class Dup(Subscription):
+        entity = "ThingsForUnitTests"
+        channels = ["y"]
+
+    try:
+        messages = check_subscriptions()
+        assert [m.id for m in messages] == ["supergraph_messaging.E201", "supergraph_messaging.E202"]
+        assert "'regex'" in messages[0].msg and "Things" in messages[1].msg and "Dup" in messages[1].msg
+    finally:
+        subscriptions.registry[:] = [c for c in subscriptions.registry if c not in (BadOps, Dup)]
