@@ -188,3 +188,21 @@ def test_foreground_publishing_setting(api: APIClient, events: EventCollector) -
     with override_settings(SUPERGRAPH_MESSAGING={"PUBLISH_IN_BACKGROUND": False}):
         assert api.post("/cameras/", {"mac_address": "FG"}, format="json").status_code == 201
     assert [p["mac_address"] for _, p in events.wait(1)] == ["FG"]
+
+
+def test_event_published_signal(api: APIClient, events: EventCollector) -> None:
+    from supergraph_messaging.events import flush_events
+    from supergraph_messaging.signals import event_published
+
+    seen: list[tuple[str, int]] = []
+
+    def receiver(sender: Any, channel: str, payload: dict[str, Any], receivers: int, **kw: Any) -> None:
+        seen.append((channel, receivers))
+
+    event_published.connect(receiver)
+    try:
+        assert api.post("/cameras/", {"mac_address": "SIG"}, format="json").status_code == 201
+        assert flush_events()
+    finally:
+        event_published.disconnect(receiver)
+    assert seen == [("camera.created", 1)]  # the collector is the one receiver
