@@ -127,7 +127,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=text)
 
     def abort(self, code: int) -> None:
-        """Close from synchronous code (hub callbacks, timers)."""
+        """Close with ``code`` once; callable from sync code too (hub callbacks, timers)."""
         if self.closing:
             return
         self.closing = True
@@ -138,10 +138,6 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         for route in hub_routes:
             get_hub().remove(route)
         asyncio.get_running_loop().create_task(self.close(code=code))
-
-    async def close_with(self, code: int) -> None:
-        if not self.closing:
-            self.abort(code)
 
     def _init_timed_out(self) -> None:
         if not self.acked:
@@ -161,22 +157,22 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if self._rate_exceeded():
-            await self.close_with(TOO_MANY)
+            self.abort(TOO_MANY)
             return
         if text_data is None or len(text_data.encode()) > conf.ws_max_message_bytes:
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         try:
             message = json.loads(text_data)
         except ValueError:
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         handler = getattr(self, "on_" + message["type"], None) if message["type"] in _TYPES else None
         if handler is None:
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         await handler(message)
 
@@ -189,17 +185,17 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
 
     async def on_connection_init(self, message: dict[str, Any]) -> None:
         if self.acked:
-            await self.close_with(TOO_MANY)
+            self.abort(TOO_MANY)
             return
         payload = message.get("payload") or {}
         if not isinstance(payload, dict):
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         token = payload.get("token")
         if token is not None:
             user = await authenticate_token(str(token)) if isinstance(token, str) and token else None
             if user is None:
-                await self.close_with(FORBIDDEN)
+                self.abort(FORBIDDEN)
                 return
             self.user = user
         self.acked = True
@@ -238,18 +234,18 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
 
     async def on_subscribe(self, message: dict[str, Any]) -> None:
         if not self.acked:
-            await self.close_with(UNAUTHORIZED)
+            self.abort(UNAUTHORIZED)
             return
         sub_id = message.get("id")
         payload = message.get("payload")
         if not isinstance(sub_id, str) or not sub_id or len(sub_id) > 128 or not isinstance(payload, dict):
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         if sub_id in self.routes:
-            await self.close_with(DUPLICATE_ID)
+            self.abort(DUPLICATE_ID)
             return
         if len(self.routes) >= conf.ws_max_subscriptions:
-            await self.close_with(TOO_MANY)
+            self.abort(TOO_MANY)
             return
         entity = payload.get("entity")
         subscription = get_subscription(entity) if isinstance(entity, str) else None
@@ -289,7 +285,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
     async def on_complete(self, message: dict[str, Any]) -> None:
         sub_id = message.get("id")
         if not isinstance(sub_id, str):
-            await self.close_with(MALFORMED)
+            self.abort(MALFORMED)
             return
         route = self.routes.pop(sub_id, None)
         if route is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import stats
@@ -28,7 +28,6 @@ class Registration:
     source: str
     kind: str = "redis_cache"
     ttl: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: Every cache template the process knows (decorators and CacheSyncs), for the admin and /__schema.

@@ -36,11 +36,6 @@ def full_channel(channel: str) -> str:
     return conf.channel_prefix + channel
 
 
-def strip_channel_prefix(channel: str) -> str:
-    prefix = conf.channel_prefix
-    return channel[len(prefix) :] if prefix and channel.startswith(prefix) else channel
-
-
 def escape_glob(value: str) -> str:
     """Escape Redis glob characters so a value matches only itself."""
     return _GLOB_SPECIAL.sub(r"\\\1", value)
