@@ -23,11 +23,10 @@ from . import events, invalidation, keyspace, stats
 from .cache import unlink_matching
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
-from .discovery import autodiscover_subscribers
 from .keys import LEASE_SUFFIX, escape_glob
 from .models import CacheKey
 from .pubsub import get_global_subscriber
-from .subscriptions import autodiscover_subscriptions, describe
+from .subscriptions import describe
 
 COUNT_LIMIT = 10_000
 TEMPLATE_DIR = "admin/supergraph_messaging/"
@@ -165,8 +164,6 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def channels_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request)
-        autodiscover_subscribers()
-        autodiscover_subscriptions()
         channels: list[tuple[str, int]] = []
         numpat = 0
         try:
@@ -185,7 +182,6 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def templates_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request)
-        autodiscover_subscribers()
         try:
             totals = stats.read()
         except REDIS_ERRORS as exc:

@@ -10,3 +10,6 @@ class SupergraphMessagingConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .discovery import autodiscover
+
+        autodiscover()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .conf import conf
-from .connection import REDIS_ERRORS, RedisClient, get_redis_client
+from .connection import RedisClient, get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob, full_key, lease_key
 from .serialization import dumps, loads
 
@@ -72,23 +72,19 @@ class CacheManager:
     # -- sync ---------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         client = self.client
-        try:
+        with client.boundary:
             raw = client.redis.get(self.key(key))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
         return default if raw is None else loads(raw)
 
     def set(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         """Write ``value``; also cancels any fill in progress (its lease)."""
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
-        try:
+        with client.boundary:
             pipe = client.redis.pipeline(transaction=True)
             pipe.set(full, payload, px=ms or None)
             pipe.delete(lease_key(full))
             pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
 
     def invalidate(self, *keys: str) -> int:
         """Delete keys (and their leases); returns how many values existed."""
@@ -96,78 +92,64 @@ class CacheManager:
             return 0
         full = [self.key(k) for k in keys]
         client = self.client
-        try:
+        with client.boundary:
             pipe = client.redis.pipeline(transaction=True)
             pipe.unlink(*full)
             pipe.unlink(*[lease_key(k) for k in full])
             return int(pipe.execute()[0])
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
 
     def invalidate_pattern(self, pattern: str) -> int:
         """Delete every key matching the glob (``SCAN`` + batched ``UNLINK``, never ``KEYS``)."""
         client = self.client
-        try:
+        with client.boundary:
             return unlink_matching(client.redis, self._pattern(pattern))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
 
     def ttl(self, key: str) -> int | None:
         """Seconds left; ``None`` when the key is missing or never expires."""
         client = self.client
-        try:
+        with client.boundary:
             value = int(client.redis.ttl(self.key(key)))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
         return value if value >= 0 else None
 
     def keys(self, pattern: str = "*") -> list[str]:
         """Keys under this prefix matching the glob, relative to it (leases left out)."""
         client = self.client
-        try:
-            found = client.redis.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT)
-            return sorted(self._relative(k) for k in found if not k.endswith(LEASE_SUFFIX.encode()))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
+        with client.boundary:
+            found = list(client.redis.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT))
+        return sorted(self._relative(k) for k in found if not k.endswith(LEASE_SUFFIX.encode()))
 
     # -- async --------------------------------------------------------------
     async def aget(self, key: str, default: Any = None) -> Any:
         client = self.client
-        try:
+        with client.boundary:
             raw = await client.aredis.get(self.key(key))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
         return default if raw is None else loads(raw)
 
     async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
-        try:
+        with client.boundary:
             pipe = client.aredis.pipeline(transaction=True)
             pipe.set(full, payload, px=ms or None)
             pipe.delete(lease_key(full))
             await pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
 
     async def ainvalidate(self, *keys: str) -> int:
         if not keys:
             return 0
         full = [self.key(k) for k in keys]
         client = self.client
-        try:
+        with client.boundary:
             pipe = client.aredis.pipeline(transaction=True)
             pipe.unlink(*full)
             pipe.unlink(*[lease_key(k) for k in full])
             return int((await pipe.execute())[0])
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
 
     async def ainvalidate_pattern(self, pattern: str) -> int:
         client = self.client
         conn = client.aredis
         deleted = 0
-        try:
+        with client.boundary:
             batch: list[bytes] = []
             async for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
                 batch.append(key)
@@ -176,16 +158,12 @@ class CacheManager:
                     batch = []
             if batch:
                 deleted += await conn.unlink(*batch)
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
         return deleted
 
     async def attl(self, key: str) -> int | None:
         client = self.client
-        try:
+        with client.boundary:
             value = int(await client.aredis.ttl(self.key(key)))
-        except REDIS_ERRORS as exc:
-            raise client.unavailable(exc) from exc
         return value if value >= 0 else None
 
 

@@ -20,6 +20,7 @@ from .connection import REDIS_ERRORS
 from .fields import field_value
 from .invalidation import Registration, register
 from .keys import KeyTemplate
+from .repair import pending_deletes
 
 logger = logging.getLogger("supergraph_messaging.cache")
 
@@ -98,22 +99,31 @@ class CacheSync:
         old_key = olds.pop(self.template.template, None)
 
         def write() -> None:
-            try:
-                if old_key is not None and old_key != new_key:
-                    self.cache.invalidate(old_key)
-                self.cache.set(new_key, data, ttl=self.ttl)
-            except REDIS_ERRORS as exc:
-                logger.error("CacheSync could not write %r: %s", new_key, exc)
+            if old_key is not None and old_key != new_key:
+                self._apply(old_key, lambda: self.cache.invalidate(old_key))
+            self._apply(new_key, lambda: self.cache.set(new_key, data, ttl=self.ttl))
 
         transaction.on_commit(write, using=using)
+
+    def _apply(self, key: str, operation: Callable[[], Any]) -> None:
+        """Run a write of ``key`` behind the breaker; if it fails, ``key`` is deleted once Redis is back."""
+        client = self.cache.client
+        if client.breaker.allow():
+            try:
+                operation()
+                return
+            except REDIS_ERRORS as exc:
+                client.breaker.record_failure(exc)
+                reason = str(exc)
+        else:
+            reason = f"Redis at {client.masked_url} is unavailable"
+        logger.error("CacheSync could not update %r (%s); it will be deleted once Redis is back.", key, reason)
+        pending_deletes.add([key])
 
     def _post_delete(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
         key = self.key(instance)
 
         def delete() -> None:
-            try:
-                self.cache.invalidate(key)
-            except REDIS_ERRORS as exc:
-                logger.error("CacheSync could not delete %r: %s", key, exc)
+            self._apply(key, lambda: self.cache.invalidate(key))
 
         transaction.on_commit(delete, using=using)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, conf, is_django_redis_backend
+from .conf import SETTINGS, conf, is_redis_backend
 
 
 @register("supergraph_messaging")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    errors: list[Any] = []
-    raw = getattr(settings, "SUPERGRAPH_MESSAGING", {})
+    """Every key of ``SUPERGRAPH_MESSAGING``, validated from its declaration in ``conf.SETTINGS``."""
+    raw = getattr(settings, "SUPERGRAPH_MESSAGING", None)
+    if raw is None:
+        return _check_misspelt_setting_name()
     if not isinstance(raw, dict):
         return [
             Error(
@@ -23,29 +27,70 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="supergraph_messaging.E001",
             )
         ]
+    errors: list[Any] = []
     for key in conf.unknown_keys:
+        close = difflib.get_close_matches(str(key), SETTINGS, n=1)
         errors.append(
             Error(
                 f"Unknown key SUPERGRAPH_MESSAGING[{key!r}].",
-                hint="Known keys: " + ", ".join(sorted(DEFAULTS)),
+                hint=(f"Did you mean {close[0]!r}? " if close else "") + "Known keys: " + ", ".join(sorted(SETTINGS)),
                 id="supergraph_messaging.E002",
             )
         )
+    for name, spec, value in conf.invalid_values():
+        errors.append(
+            Error(
+                f"SUPERGRAPH_MESSAGING[{name!r}] must be {spec.expected}.",
+                hint=f"Got {value!r}.",
+                id=spec.check_id,
+            )
+        )
+    errors += _check_redis_location(raw)
+    errors += _check_token_authenticator()
+    prefix = raw.get("KEY_PREFIX", "")
+    if isinstance(prefix, str) and any(c in prefix for c in "*?[]"):
+        errors.append(
+            Warning(
+                "KEY_PREFIX contains glob characters; pattern invalidation escapes them.",
+                id="supergraph_messaging.W001",
+            )
+        )
+    return errors
+
+
+def _check_misspelt_setting_name() -> list[Any]:
+    """``SUPERGRAPH_MESSAGINGS = {...}`` would otherwise be ignored in silence."""
+    names = [n for n in dir(settings) if n.isupper() and n != "SUPERGRAPH_MESSAGING"]
+    close = difflib.get_close_matches("SUPERGRAPH_MESSAGING", names, n=1, cutoff=0.8)
+    if not close:
+        return []
+    return [
+        Warning(
+            f"settings.{close[0]} looks like a misspelling of SUPERGRAPH_MESSAGING, which is not set.",
+            hint="Rename it to SUPERGRAPH_MESSAGING; until then every setting has its default.",
+            id="supergraph_messaging.W002",
+        )
+    ]
+
+
+def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
+    errors: list[Any] = []
     alias = conf.cache_alias
-    cache = getattr(settings, "CACHES", {}).get(alias)
-    if cache is None:
+    cache = conf.cache_config
+    explicit_url = conf.configured_redis_url
+    if cache is None and (explicit_url is None or "CACHE_ALIAS" in raw):
         errors.append(
             Error(
                 f"SUPERGRAPH_MESSAGING['CACHE_ALIAS'] is {alias!r}, but CACHES has no such cache.",
-                hint="Add a django-redis cache under that alias, or set CACHE_ALIAS.",
+                hint="Add a django-redis cache under that alias, set CACHE_ALIAS, or set REDIS_URL.",
                 id="supergraph_messaging.E003",
             )
         )
-    elif not is_django_redis_backend(cache.get("BACKEND", "")):
+    elif cache is not None and explicit_url is None and not is_redis_backend(str(cache.get("BACKEND", ""))):
         errors.append(
             Error(
-                f"CACHES[{alias!r}] is {cache.get('BACKEND')!r}, not a django-redis cache.",
-                hint="Use 'django_redis.cache.RedisCache' as its BACKEND.",
+                f"CACHES[{alias!r}] is {cache.get('BACKEND')!r}, not a Redis cache, and REDIS_URL is not set.",
+                hint="Use 'django_redis.cache.RedisCache' as its BACKEND, or set SUPERGRAPH_MESSAGING['REDIS_URL'].",
                 id="supergraph_messaging.E004",
             )
         )
@@ -54,7 +99,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         errors.append(
             Error(
                 "No Redis URL could be determined.",
-                hint="Set SUPERGRAPH_MESSAGING['REDIS_URL'] or a django-redis cache LOCATION.",
+                hint=f"Set SUPERGRAPH_MESSAGING['REDIS_URL'], a LOCATION on CACHES[{alias!r}] "
+                "(a Redis cache), or the REDIS_URL environment variable.",
                 id="supergraph_messaging.E005",
             )
         )
@@ -66,33 +112,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="supergraph_messaging.E006",
             )
         )
-    for name in ("DEFAULT_TTL",):
-        value = raw.get(name, DEFAULTS[name])
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            errors.append(
-                Error(
-                    f"SUPERGRAPH_MESSAGING[{name!r}] must be a positive integer or None.",
-                    hint=f"Got {value!r}.",
-                    id="supergraph_messaging.E007",
-                )
-            )
-    for name in ("KEY_PREFIX", "CHANNEL_PREFIX"):
-        if not isinstance(raw.get(name, ""), str):
-            errors.append(
-                Error(
-                    f"SUPERGRAPH_MESSAGING[{name!r}] must be a string.",
-                    id="supergraph_messaging.E008",
-                )
-            )
-    prefix = raw.get("KEY_PREFIX", "")
-    if isinstance(prefix, str) and any(c in prefix for c in "*?[]"):
-        errors.append(
-            Warning(
-                "KEY_PREFIX contains glob characters; pattern invalidation escapes them.",
-                id="supergraph_messaging.W001",
-            )
-        )
     return errors
+
+
+def _check_token_authenticator() -> list[Any]:
+    path = conf.ws_token_authenticator
+    if not path:
+        return []
+    try:
+        func = import_string(path)
+    except ImportError as exc:
+        problem = f"cannot be imported: {exc}"
+    else:
+        if callable(func):
+            return []
+        problem = f"is a {type(func).__name__}, not a callable"
+    return [
+        Error(
+            f"SUPERGRAPH_MESSAGING['WS_TOKEN_AUTHENTICATOR'] = {path!r} {problem}.",
+            hint="Give the dotted path of a function taking the token and returning a user or None.",
+            id="supergraph_messaging.E009",
+        )
+    ]
 
 
 def _valid_url(url: str) -> bool:
@@ -129,9 +170,8 @@ def check_event_viewsets(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register("supergraph_messaging")
 def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Subscriptions: known operators only (E201), one class per entity (E202)."""
-    from .subscriptions import autodiscover_subscriptions, registry
+    from .subscriptions import registry
 
-    autodiscover_subscriptions()
     errors: list[Any] = []
     seen: dict[str, type] = {}
     for cls in registry:

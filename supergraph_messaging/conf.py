@@ -1,46 +1,120 @@
-"""Settings, read live so that ``override_settings`` works in tests.
+"""Settings: each key of ``SUPERGRAPH_MESSAGING`` declared once, with its default and validator.
 
-One typed property per key of the ``SUPERGRAPH_MESSAGING`` dict; nothing is
-cached, because Django's test machinery swaps settings at run time.
+The typed properties of :class:`Settings` and the system checks are both
+derived from :data:`SETTINGS`, so a setting cannot be added without being
+checked. Values are read live (``override_settings`` works); a value that
+fails its validator at run time is replaced by the default and logged once,
+so a bad setting that slipped past ``manage.py check`` degrades instead of
+breaking every call.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-DEFAULTS: dict[str, Any] = {
-    "REDIS_URL": None,
-    "CACHE_ALIAS": "default",
-    "KEY_PREFIX": "",
-    "CHANNEL_PREFIX": "",
-    "DEFAULT_TTL": 3600,
-    # How long (seconds) a cache fill may hold its lease before it expires.
-    "LEASE_TTL": 10.0,
-    # How long (seconds) the circuit breaker skips Redis after a failure.
-    "BREAKER_INTERVAL": 1.0,
-    # Socket timeouts (seconds) for the connections this app creates itself.
-    "SOCKET_TIMEOUT": 1.0,
-    "SOCKET_CONNECT_TIMEOUT": 0.5,
-    # Publish events on a background thread after commit (requests do not wait for Redis).
-    "PUBLISH_IN_BACKGROUND": True,
-    # WebSocket limits.
-    "WS_MAX_SUBSCRIPTIONS": 50,
-    "WS_MAX_MESSAGE_BYTES": 65536,
-    "WS_MAX_IN_VALUES": 100,
-    "WS_QUEUE_SIZE": 1000,
-    "WS_INIT_TIMEOUT": 10.0,
-    "WS_MAX_MESSAGES_PER_SECOND": 100,
-    # Server pings every WS_PING_INTERVAL s (0: never); no pong within WS_PONG_TIMEOUT s closes with 4008.
-    "WS_PING_INTERVAL": 20.0,
-    "WS_PONG_TIMEOUT": 20.0,
-    # Dotted path to callable(token) -> user or None, for connection_init.payload.token.
-    "WS_TOKEN_AUTHENTICATOR": None,
+logger = logging.getLogger("supergraph_messaging.conf")
+
+
+def is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_optional_non_negative(value: Any) -> bool:
+    return value is None or (value == 0 and not isinstance(value, bool)) or is_positive_number(value)
+
+
+def is_optional_positive_int(value: Any) -> bool:
+    return value is None or is_positive_int(value)
+
+
+def is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def is_optional_str(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key: its default, what a valid value is (in words and as a predicate), the check id."""
+
+    default: Any
+    expected: str
+    valid: Callable[[Any], bool]
+    check_id: str = "supergraph_messaging.E007"
+    doc: str = ""
+
+
+NUMBER = "a positive number (seconds)"
+
+SETTINGS: dict[str, Setting] = {
+    "REDIS_URL": Setting(None, "a redis://, rediss:// or unix:// URL, or None", is_optional_str,
+                         doc="None: the LOCATION of CACHES[CACHE_ALIAS], else $REDIS_URL."),
+    "CACHE_ALIAS": Setting("default", "the name of a cache in CACHES", is_str,
+                           doc="A django-redis cache whose connection pool sync calls reuse."),
+    "KEY_PREFIX": Setting("", "a string", is_str, "supergraph_messaging.E008",
+                          doc="Prepended to every cache key."),
+    "CHANNEL_PREFIX": Setting("", "a string", is_str, "supergraph_messaging.E008",
+                              doc="Prepended to every Pub/Sub channel."),
+    "DEFAULT_TTL": Setting(3600, "a positive integer (seconds) or None", is_optional_positive_int,
+                           doc="TTL of cache values when none is given; None never expires."),
+    "LEASE_TTL": Setting(10.0, NUMBER, is_positive_number,
+                         doc="How long a cache fill may hold its lease."),
+    "BREAKER_INTERVAL": Setting(1.0, NUMBER, is_positive_number,
+                                doc="How long the circuit breaker skips Redis after a failure."),
+    "SOCKET_TIMEOUT": Setting(1.0, NUMBER, is_positive_number,
+                              doc="Socket timeout of the connections this app creates."),
+    "SOCKET_CONNECT_TIMEOUT": Setting(0.5, NUMBER, is_positive_number,
+                                      doc="Connect timeout of the connections this app creates."),
+    "PUBLISH_IN_BACKGROUND": Setting(True, "True or False", is_bool,
+                                     doc="Publish events on a background thread after commit."),
+    "PUBLISH_QUEUE_SIZE": Setting(10_000, "a positive integer", is_positive_int,
+                                  doc="Events waiting for the background publisher; beyond it they are dropped "
+                                      "and counted (requests never wait)."),
+    "WS_MAX_SUBSCRIPTIONS": Setting(50, "a positive integer", is_positive_int,
+                                    doc="Subscriptions per WebSocket connection."),
+    "WS_MAX_MESSAGE_BYTES": Setting(65536, "a positive integer", is_positive_int,
+                                    doc="Largest client frame."),
+    "WS_MAX_IN_VALUES": Setting(100, "a positive integer", is_positive_int,
+                                doc="Longest list of an `in` filter."),
+    "WS_QUEUE_SIZE": Setting(1000, "a positive integer", is_positive_int,
+                             doc="Outgoing frames queued per connection before 4008."),
+    "WS_INIT_TIMEOUT": Setting(10.0, NUMBER, is_positive_number,
+                               doc="Time for connection_init before 4408."),
+    "WS_MAX_MESSAGES_PER_SECOND": Setting(100, "a positive integer", is_positive_int,
+                                          doc="Client frames per second before 4429."),
+    "WS_PING_INTERVAL": Setting(20.0, "a number of seconds >= 0, or None (never ping)", is_optional_non_negative,
+                                doc="Server ping interval; 0 or None: never."),
+    "WS_PONG_TIMEOUT": Setting(20.0, NUMBER, is_positive_number,
+                               doc="No pong within this closes with 4008."),
+    "WS_TOKEN_AUTHENTICATOR": Setting(None, "a dotted path to callable(token) -> user or None, or None",
+                                      is_optional_str, doc="Resolves connection_init.payload.token."),
 }
+
+DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SETTINGS.items()}
 
 
 class Settings:
@@ -53,6 +127,7 @@ class Settings:
 
     def __init__(self) -> None:
         self._memo: dict[str, Any] = {}
+        self._reported: set[tuple[str, str]] = set()
 
     @property
     def _user(self) -> dict[str, Any]:
@@ -63,15 +138,30 @@ class Settings:
         try:
             return self._memo[name]
         except KeyError:
-            value = self._memo[name] = self._user.get(name, DEFAULTS[name])
-            return value
+            pass
+        spec = SETTINGS[name]
+        value = self._user.get(name, spec.default)
+        if not spec.valid(value):
+            if (name, repr(value)) not in self._reported:
+                self._reported.add((name, repr(value)))
+                logger.error("SUPERGRAPH_MESSAGING[%r] must be %s, got %r; using the default %r "
+                             "(manage.py check reports this).", name, spec.expected, value, spec.default)
+            value = spec.default
+        self._memo[name] = value
+        return value
 
     def clear(self) -> None:
         self._memo.clear()
 
     @property
     def unknown_keys(self) -> list[str]:
-        return sorted(set(self._user) - set(DEFAULTS))
+        return sorted(set(self._user) - set(SETTINGS))
+
+    def invalid_values(self) -> list[tuple[str, Setting, Any]]:
+        """(name, spec, value) of every set value its validator rejects."""
+        user = self._user
+        return [(name, spec, user[name]) for name, spec in SETTINGS.items()
+                if name in user and not spec.valid(user[name])]
 
     @property
     def configured_redis_url(self) -> str | None:
@@ -84,10 +174,15 @@ class Settings:
         return alias
 
     @property
-    def cache_location(self) -> str | None:
-        """The first LOCATION of the django-redis cache, if there is one."""
+    def cache_config(self) -> dict[str, Any] | None:
         config = getattr(settings, "CACHES", {}).get(self.cache_alias)
-        if not config or not is_django_redis_backend(config.get("BACKEND", "")):
+        return config if isinstance(config, dict) else None
+
+    @property
+    def cache_location(self) -> str | None:
+        """The first LOCATION of the (django-redis or Django) Redis cache, if there is one."""
+        config = self.cache_config
+        if not config or not is_redis_backend(config.get("BACKEND", "")):
             return None
         location = config.get("LOCATION")
         if isinstance(location, (list, tuple)):
@@ -95,6 +190,12 @@ class Settings:
         if isinstance(location, str) and "," in location:
             location = location.split(",")[0]
         return location or None
+
+    @property
+    def reuses_cache_pool(self) -> bool:
+        """True when sync calls can borrow django-redis's connection pool."""
+        config = self.cache_config
+        return bool(config) and is_django_redis_backend(str(config.get("BACKEND", "")))  # type: ignore[union-attr]
 
     @property
     def redis_url(self) -> str | None:
@@ -143,6 +244,10 @@ class Settings:
         return bool(self._get("PUBLISH_IN_BACKGROUND"))
 
     @property
+    def publish_queue_size(self) -> int:
+        return int(self._get("PUBLISH_QUEUE_SIZE"))
+
+    @property
     def ws_max_subscriptions(self) -> int:
         return int(self._get("WS_MAX_SUBSCRIPTIONS"))
 
@@ -182,6 +287,14 @@ class Settings:
 
 def is_django_redis_backend(backend: str) -> bool:
     return backend.startswith("django_redis.")
+
+
+DJANGO_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+
+
+def is_redis_backend(backend: str) -> bool:
+    """django-redis, or Django's own ``RedisCache`` (whose LOCATION we can use, not its pool)."""
+    return is_django_redis_backend(backend) or backend == DJANGO_REDIS_CACHE
 
 
 conf = Settings()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
@@ -28,11 +29,41 @@ from .keys import full_channel
 
 SyncRedis = redis.Redis
 
+#: What "Redis is unavailable" means: redis-py's own connection, timeout, read-only and
+#: cluster-state errors, and our :class:`RedisUnavailable`. Never a bare ``OSError`` or
+#: ``TimeoutError``: those come from user code (an HTTP fallback to a service that is
+#: down), and blaming them on Redis would run the function twice and open the breaker.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MovedError,
+    RedisUnavailable,
 )
+
+
+class ErrorBoundary:
+    """``with client.boundary:`` turns Redis errors into :class:`RedisUnavailable` naming the URL.
+
+    A plain (sync) context manager, so it wraps an ``await`` as well as a
+    call, and costs no generator per use. Only Redis calls belong inside it.
+    """
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is not None and isinstance(exc, REDIS_ERRORS) and not isinstance(exc, RedisUnavailable):
+            raise self.client.unavailable(exc) from exc
+        return False
 
 _override_url: str | None = None
 _clients: dict[str, RedisClient] = {}
@@ -65,11 +96,19 @@ def resolve_url(url: str | None = None) -> str:
     return resolved
 
 
-def _connection_kwargs() -> dict[str, Any]:
+def _connection_kwargs(asynchronous: bool = False) -> dict[str, Any]:
+    """Short timeouts, and two quick retries on a fresh connection.
+
+    The retries are what make the first command after a Redis restart work:
+    the pooled connection is dead, redis-py reconnects it and tries again.
+    The asyncio client needs redis-py's asyncio ``Retry``: given the sync
+    one it silently never retries.
+    """
+    retry_class = AsyncRetry if asynchronous else Retry
     return {
         "socket_timeout": conf.socket_timeout,
         "socket_connect_timeout": conf.socket_connect_timeout,
-        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
+        "retry": retry_class(ExponentialBackoff(cap=0.1, base=0.01), 2),
         "health_check_interval": 15,
     }
 
@@ -81,6 +120,7 @@ class RedisClient:
         self.url = url
         self.masked_url = mask_url(url)
         self.breaker = CircuitBreaker(self.masked_url)
+        self.boundary = ErrorBoundary(self)
         self._sync: SyncRedis | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
@@ -97,7 +137,7 @@ class RedisClient:
         return client
 
     def _make_sync(self) -> SyncRedis:
-        if self.url == conf.cache_location:
+        if conf.reuses_cache_pool and self.url == conf.cache_location:
             from django_redis import get_redis_connection
 
             conn: SyncRedis = get_redis_connection(conf.cache_alias)
@@ -110,7 +150,7 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(self.url, **_connection_kwargs())
+            client = aioredis.Redis.from_url(self.url, **_connection_kwargs(asynchronous=True))
             self._async[loop] = client
         return client
 
@@ -121,41 +161,36 @@ class RedisClient:
         resubscribe, and the subscriber would never learn that messages may
         have been lost in between.
         """
-        kwargs = _connection_kwargs()
-        kwargs.update(retry=Retry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
+        kwargs = _connection_kwargs(asynchronous=True)
+        kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
         return aioredis.Redis.from_url(self.url, **kwargs)
 
     def unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(f"Redis at {self.masked_url} is unreachable: {exc}")
 
     def connect(self) -> RedisClient:
-        try:
+        with self.boundary:
             self.redis.ping()
-        except REDIS_ERRORS as exc:
-            raise self.unavailable(exc) from exc
         return self
 
     async def aconnect(self) -> RedisClient:
-        try:
+        with self.boundary:
             await self.aredis.ping()
-        except REDIS_ERRORS as exc:
-            raise self.unavailable(exc) from exc
         return self
 
     def publish(self, channel: str, data: Any) -> int:
-        """Publish ``data`` as JSON; returns how many subscribers received it."""
+        """Publish ``data`` as JSON; returns how many subscribers received it.
+
+        Raises :class:`RedisUnavailable` when Redis cannot be reached.
+        """
         payload = serialization.dumps(data)
-        try:
+        with self.boundary:
             return int(self.redis.publish(full_channel(channel), payload))
-        except REDIS_ERRORS as exc:
-            raise self.unavailable(exc) from exc
 
     async def apublish(self, channel: str, data: Any) -> int:
         payload = serialization.dumps(data)
-        try:
+        with self.boundary:
             return int(await self.aredis.publish(full_channel(channel), payload))
-        except REDIS_ERRORS as exc:
-            raise self.unavailable(exc) from exc
 
 
 def get_redis_client(url: str | None = None) -> RedisClient:

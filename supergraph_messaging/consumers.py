@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 from .conf import conf
 from .connection import REDIS_ERRORS
 from .hub import Route, get_hub
-from .subscriptions import FilterError, autodiscover_subscriptions, get_subscription
+from .subscriptions import FilterError, get_subscription
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -46,7 +46,9 @@ _REASONS = {
     TOO_SLOW: "client too slow",
 }
 
-_discovered = False
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -82,10 +84,6 @@ def _drf_token_user(token: str) -> Any:
 
 class SubscriptionConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
-        global _discovered
-        if not _discovered:
-            autodiscover_subscriptions()
-            _discovered = True
         self.connection_id = uuid.uuid4().hex
         self.user: Any = self.scope.get("user") or AnonymousUser()
         self.acked = False
@@ -164,7 +162,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.abort(MALFORMED)
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -193,7 +191,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
             return
         token = payload.get("token")
         if token is not None:
-            user = await authenticate_token(str(token)) if isinstance(token, str) and token else None
+            try:
+                user = await authenticate_token(token) if isinstance(token, str) and token else None
+            except Exception:
+                logger.exception("WS_TOKEN_AUTHENTICATOR %r failed; refusing the token.", conf.ws_token_authenticator)
+                user = None
             if user is None:
                 self.abort(FORBIDDEN)
                 return
@@ -252,15 +254,23 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         if subscription is None:
             self._error(sub_id, "unknown_entity", f"Unknown entity {entity!r}.")
             return
-        if not await database_sync_to_async(subscription.has_permission)(self.user):
-            self._error(sub_id, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
-            return
         try:
+            allowed = await database_sync_to_async(subscription.has_permission)(self.user)
+            if not allowed:
+                self._error(sub_id, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
+                return
             conditions = subscription.parse_filters(payload.get("filters"), conf.ws_max_in_values)
             server = await database_sync_to_async(subscription.get_server_filters)(self.user)
             conditions += subscription.parse_filters(server, 10**6, declared=False)
         except FilterError as exc:
             self._error(sub_id, exc.code, str(exc))
+            return
+        except Exception:
+            # A bug in the Subscription's own hooks fails this subscription only, never the
+            # connection and the client's other subscriptions.
+            logger.exception("%s: a permission check or server filter raised on subscribe %r.",
+                             _qualname(subscription), sub_id)
+            self._error(sub_id, "server_error", f"{subscription.entity} could not be subscribed (server error).")
             return
         fields = payload.get("fields")
         if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
@@ -271,7 +281,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):
         self.routes[sub_id] = route
         try:
             await get_hub().add(route)
-        except REDIS_ERRORS as exc:  # includes TimeoutError (an OSError): no confirmation in time
+        except REDIS_ERRORS as exc:
             logger.warning("Subscribing %s to %s failed: %s", sub_id, subscription.entity, exc)
             self.routes.pop(sub_id, None)
             get_hub().remove(route)

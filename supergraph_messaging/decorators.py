@@ -3,6 +3,11 @@
 One decorator with a sync and an async branch (as django-htmx does). The hit
 path is one ``GET`` and a JSON decode; everything else (leases, waiting,
 breaker bookkeeping) happens only on a miss or an outage.
+
+The error boundary is exact: only Redis calls sit inside it. The decorated
+function always runs outside, so its own ``ConnectionRefusedError`` or
+``TimeoutError`` propagates to the caller once, is never blamed on Redis,
+and never makes the function run a second time.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Generator, Iterable
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from asgiref.sync import markcoroutinefunction
 
 from . import scripts, stats
 from .cache import DEFAULT, TTL, CacheManager, ttl_ms
@@ -24,12 +31,29 @@ from .invalidation import Registration, register
 from .keys import KeyTemplate, full_key, lease_key
 from .serialization import dumps, loads
 
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+S = TypeVar("S")
+
 WAIT_MIN = 0.002
 WAIT_MAX = 0.05
 
 
 def _token() -> str:
     return os.urandom(12).hex()
+
+
+class _Unavailable:
+    """The reply of a script step that could not reach Redis (the breaker has been told)."""
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE = _Unavailable()
+
+Step = tuple[Any, ...]
 
 
 class CachedFunction:
@@ -58,24 +82,25 @@ class CachedFunction:
     def relative_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The key without ``KEY_PREFIX``, as ``CacheManager()`` takes it.
 
-        For a method whose template does not use ``self``, the instance may
-        be left out: ``Processor.lookup.invalidate(mac_address="AA")``.
+        Arguments bind as in a call. Only when that fails, and the template
+        does not use the instance, may a method's instance be left out:
+        ``Processor.lookup.invalidate(mac_address="AA")``.
         """
-        positional = self.binder.positional
-        if positional and positional[0] in ("self", "cls") and positional[0] not in self.template.roots:
-            try:
-                return self.template.fill(self.binder.bind((None, *args), kwargs))
-            except CacheKeyError:
-                pass
-        return self.template.fill(self.binder.bind(args, kwargs))
+        try:
+            return self.template.fill(self.binder.bind(args, kwargs))
+        except CacheKeyError:
+            positional = self.binder.positional
+            if not (positional and positional[0] in ("self", "cls") and positional[0] not in self.template.roots):
+                raise
+        return self.template.fill(self.binder.bind((None, *args), kwargs))
 
-    def public_key_for(self, *args: Any, **kwargs: Any) -> str:
+    def public_key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return full_key(self.relative_key(args, kwargs))
 
-    def invalidate(self, *args: Any, **kwargs: Any) -> int:
+    def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         return CacheManager().invalidate(self.relative_key(args, kwargs))
 
-    async def ainvalidate(self, *args: Any, **kwargs: Any) -> int:
+    async def ainvalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         return await CacheManager().ainvalidate(self.relative_key(args, kwargs))
 
     def _encode(self, result: Any) -> bytes:
@@ -104,15 +129,12 @@ class CachedFunction:
                     stats.incr(self.name, "hits")
                     return loads(raw)
                 stats.incr(self.name, "misses")
-                try:
-                    return self._fill(client.redis, key, args, kwargs)
-                except REDIS_ERRORS as exc:
-                    breaker.record_failure(exc)
+                return self._drive(self._fill_steps(key), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(self.func(*args, **kwargs)))
 
-    def _fill(self, conn: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        steps = self._fill_steps(key)
+    def _drive(self, steps: Generator[Step, Any, Any], client: Any, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -129,7 +151,11 @@ class CachedFunction:
             elif step[0] == "sleep":
                 time.sleep(step[1])
             else:
-                reply = scripts.run(conn, *step[1:])
+                try:
+                    reply = scripts.run(client.redis, *step[1:])
+                except REDIS_ERRORS as exc:
+                    client.breaker.record_failure(exc)
+                    reply = UNAVAILABLE
 
     # -- async --------------------------------------------------------------
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -138,8 +164,7 @@ class CachedFunction:
         breaker = client.breaker
         if breaker.allow():
             try:
-                conn = client.aredis
-                raw = await conn.get(key)
+                raw = await client.aredis.get(key)
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:
@@ -149,15 +174,13 @@ class CachedFunction:
                     stats.incr(self.name, "hits")
                     return loads(raw)
                 stats.incr(self.name, "misses")
-                try:
-                    return await self._afill(conn, key, args, kwargs)
-                except REDIS_ERRORS as exc:
-                    breaker.record_failure(exc)
+                return await self._adrive(self._fill_steps(key), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(await self.func(*args, **kwargs)))
 
-    async def _afill(self, conn: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        steps = self._fill_steps(key)
+    async def _adrive(self, steps: Generator[Step, Any, Any], client: Any, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        conn = client.aredis
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -174,15 +197,21 @@ class CachedFunction:
             elif step[0] == "sleep":
                 await asyncio.sleep(step[1])
             else:
-                # Shielded: a cancelled caller still releases its lease.
-                reply = await asyncio.shield(scripts.arun(conn, *step[1:]))
+                try:
+                    # Shielded: a cancelled caller still releases its lease.
+                    reply = await asyncio.shield(scripts.arun(conn, *step[1:]))
+                except REDIS_ERRORS as exc:
+                    client.breaker.record_failure(exc)
+                    reply = UNAVAILABLE
 
     # -- the lease protocol, written once for both drivers ------------------
-    def _fill_steps(self, key: str) -> Generator[tuple[Any, ...], Any, Any]:
+    def _fill_steps(self, key: str) -> Generator[Step, Any, Any]:
         """The fill of a missed ``key``, as steps: ("script", src, keys, args), ("sleep", s), ("call",).
 
         The sync and async drivers above execute the steps; the lease logic
-        lives only here. The function's exception is thrown back in at "call".
+        lives only here. The function's exception is thrown back in at
+        "call"; a script that could not reach Redis replies ``UNAVAILABLE``.
+        The function runs at most once per call, whatever Redis does.
         """
         lease, token = lease_key(key), _token()
         lease_ms = int(conf.lease_ttl * 1000)
@@ -190,6 +219,9 @@ class CachedFunction:
         delay = WAIT_MIN
         while True:
             reply = yield ("script", scripts.ACQUIRE, [key, lease], [token, lease_ms])
+            if reply is UNAVAILABLE:
+                stats.incr(self.name, "bypassed")
+                return loads(self._encode((yield ("call",))))
             if reply[0] == 1:
                 return loads(reply[1])  # another filler finished meanwhile
             if reply[0] == 2:
@@ -208,16 +240,90 @@ class CachedFunction:
             raise
         if result is None and not self.cache_none:
             yield ("script", scripts.RELEASE, [lease], [token])
-        elif (yield ("script", scripts.FILL, [key, lease], [token, encoded, ttl_ms(self.ttl)])):
+        elif (yield ("script", scripts.FILL, [key, lease], [token, encoded, ttl_ms(self.ttl)])) is UNAVAILABLE:
+            pass  # the value could not be stored; the caller still gets it, computed once
+        else:
             stats.incr(self.name, "fills")
         return loads(encoded)
+
+
+class CachedCallable(Generic[P, R]):
+    """What ``@redis_cache`` returns: the function, plus ``key_for``/``invalidate``/``ainvalidate``.
+
+    A descriptor, like a function: ``p.lookup`` binds ``p``, so that
+    ``p.lookup.key_for("M1")`` and ``Processor.lookup.key_for(p, "M1")``
+    give the same key.
+    """
+
+    def __init__(self, cached: CachedFunction) -> None:
+        self.cache = cached
+        functools.update_wrapper(self, cached.func)
+        self._call: Callable[..., Any] = cached.acall if inspect.iscoroutinefunction(cached.func) else cached.call
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self._call(args, kwargs)
+        return result
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> CachedCallable[P, R]: ...
+
+    @overload
+    def __get__(self: CachedCallable[Concatenate[S, P2], R], instance: S,
+                owner: type | None = None) -> BoundCachedCallable[P2, R]: ...
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return BoundCachedCallable(self.cache, instance)
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The Redis key a call with these arguments reads and writes."""
+        return self.cache.public_key_for(args, kwargs)
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Delete the value a call with these arguments would read; returns 1 if it existed."""
+        return self.cache.invalidate(args, kwargs)
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        return await self.cache.ainvalidate(args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<redis_cache {self.cache.name!r} of {self.cache.binder.func_name}>"
+
+
+class BoundCachedCallable(Generic[P, R]):
+    """A cached method bound to its instance (what ``instance.method`` gives)."""
+
+    __slots__ = ("_call", "cache", "instance")
+
+    def __init__(self, cached: CachedFunction, instance: Any) -> None:
+        self.cache = cached
+        self.instance = instance
+        self._call: Callable[..., Any] = cached.acall if inspect.iscoroutinefunction(cached.func) else cached.call
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self._call((self.instance, *args), kwargs)
+        return result
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        return self.cache.public_key_for((self.instance, *args), kwargs)
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        return self.cache.invalidate((self.instance, *args), kwargs)
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        return await self.cache.ainvalidate((self.instance, *args), kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound redis_cache {self.cache.name!r} of {self.instance!r}>"
+
 
 def redis_cache(
     key: str,
     ttl: TTL = DEFAULT,
     invalidate_on: Iterable[str] = (),
     cache_none: bool = False,
-) -> Callable[[Callable[..., Any]], Any]:
+) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
     """Cache a function's JSON-able result in Redis under ``key`` (a template).
 
     ``ttl`` omitted uses ``DEFAULT_TTL``; ``ttl=None`` never expires.
@@ -227,26 +333,12 @@ def redis_cache(
         invalidate_on = [invalidate_on]
     channels = tuple(invalidate_on)
 
-    def decorator(func: Callable[..., Any]) -> Any:
+    def decorator(func: Callable[P, R]) -> CachedCallable[P, R]:
         cached = CachedFunction(func, key, ttl, cache_none)
         register(Registration(cached.template, channels, cached.binder.func_name, ttl=ttl))
-        wrapper: Any
+        wrapper: CachedCallable[P, R] = CachedCallable(cached)
         if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await cached.acall(args, kwargs)
-
-        else:
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return cached.call(args, kwargs)
-
-        wrapper.key_for = cached.public_key_for
-        wrapper.invalidate = cached.invalidate
-        wrapper.ainvalidate = cached.ainvalidate
-        wrapper.cache = cached
+            markcoroutinefunction(wrapper)
         return wrapper
 
     return decorator

@@ -25,10 +25,9 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from .conf import conf
-from .connection import REDIS_ERRORS
+from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import MessagingError
 from .fields import field_value
-from .pubsub import redis_publish
 from .signals import event_published
 
 logger = logging.getLogger("supergraph_messaging.events")
@@ -85,8 +84,15 @@ class EventRegistration:
 
 registry: list[EventRegistration] = []
 
-#: Counters of this process, e.g. for monitoring.
-counters = {"published": 0, "failed": 0}
+
+def register_events(registration: EventRegistration) -> None:
+    """Add to :data:`registry`; the same source registering again replaces its entry."""
+    registry[:] = [r for r in registry if r.source != registration.source]
+    registry.append(registration)
+
+#: Counters of this process, e.g. for monitoring. ``failed``: Redis was unreachable;
+#: ``dropped``: the background queue was full.
+counters = {"published": 0, "failed": 0, "dropped": 0}
 
 
 def entity_label(model: type[models.Model]) -> str:
@@ -117,14 +123,33 @@ def make_event(
     return payload
 
 
+def _event_id(payload: dict[str, Any]) -> Any:
+    meta = payload.get("_meta")
+    return meta.get("event_id") if isinstance(meta, dict) else None
+
+
 def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
-    """Publish; a failure is logged (naming the channel) and counted, never raised."""
-    try:
-        receivers = redis_publish(channel, payload)
-    except REDIS_ERRORS as exc:
+    """Publish; a failure is logged (naming the channel) and counted, never raised.
+
+    Behind the client's circuit breaker: while Redis is known to be down, an
+    event fails at once instead of costing every request a connect timeout.
+    """
+    client = get_redis_client()
+    breaker = client.breaker
+    if not breaker.allow():
         counters["failed"] += 1
-        logger.error("Could not publish event %s on %r: %s", payload.get("_meta", {}).get("event_id"), channel, exc)
+        logger.error("Could not publish event %s on %r: Redis at %s is unavailable.",
+                     _event_id(payload), channel, client.masked_url)
         return None
+    try:
+        receivers = client.publish(channel, payload)
+    except REDIS_ERRORS as exc:
+        breaker.record_failure(exc)
+        counters["failed"] += 1
+        logger.error("Could not publish event %s on %r: %s", _event_id(payload), channel, exc)
+        return None
+    if breaker.failing:
+        breaker.record_success()
     counters["published"] += 1
     event_published.send(sender=EventConfig, channel=channel, payload=payload, receivers=receivers)
     return receivers
@@ -133,15 +158,27 @@ def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
 class BackgroundPublisher:
     """Publishes events in FIFO order on one daemon thread.
 
-    A request should not wait for a Redis round trip after its commit. The
-    queue is bounded (a full queue makes the caller wait: slower, never
-    lossy) and is drained at interpreter exit.
+    A request should not wait for a Redis round trip after its commit, nor
+    for an outage: the queue is bounded (``PUBLISH_QUEUE_SIZE``) and a full
+    queue drops the event with an ERROR naming it and counts it, instead of
+    blocking the request thread. It is drained at interpreter exit.
     """
 
-    def __init__(self, maxsize: int = 10_000) -> None:
-        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(maxsize)
+    def __init__(self, maxsize: int | None = None) -> None:
+        self._maxsize = maxsize
+        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def queue(self) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
+        found = self._queue
+        if found is None:
+            with self._lock:
+                if self._queue is None:
+                    self._queue = queue.Queue(self._maxsize or conf.publish_queue_size)
+                found = self._queue
+        return found
 
     def submit(self, channel: str, payload: dict[str, Any]) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -149,11 +186,17 @@ class BackgroundPublisher:
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name="sgm-events", daemon=True)
                     self._thread.start()
-        self._queue.put((channel, payload))
+        try:
+            self.queue.put_nowait((channel, payload))
+        except queue.Full:
+            counters["dropped"] += 1
+            logger.error("Dropped event %s on %r: %d events are already waiting to be published.",
+                         _event_id(payload), channel, self.queue.maxsize)
 
     def _run(self) -> None:
+        work = self.queue
         while True:
-            item = self._queue.get()
+            item = work.get()
             try:
                 if item is None:
                     return
@@ -161,17 +204,18 @@ class BackgroundPublisher:
             except Exception:  # publish_now logs Redis errors; anything else must not kill the thread
                 logger.exception("Publishing an event failed.")
             finally:
-                self._queue.task_done()
+                work.task_done()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every submitted event was published (or failed); True if drained."""
         deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
+        work = self.queue
+        with work.all_tasks_done:
+            while work.unfinished_tasks:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._queue.all_tasks_done.wait(remaining)
+                work.all_tasks_done.wait(remaining)
         return True
 
 
@@ -307,5 +351,5 @@ def register_model_events(model: type[models.Model], config: EventConfig) -> Mod
     if existing is not None:
         existing.disconnect()
     handler = _model_events[model] = ModelEvents(model, config)
-    registry.append(EventRegistration(config, "register_model_events", lambda: model))
+    register_events(EventRegistration(config, f"register_model_events({entity_label(model)})", lambda: model))
     return handler

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import serialization
+from .exceptions import RedisUnavailable
 from .pubsub import RedisSubscriber
 from .subscriptions import Condition, match_key
 
@@ -31,7 +32,7 @@ class Sink(Protocol):
 class Route:
     """One client subscription: where matching events go."""
 
-    __slots__ = ("channels", "conditions", "entity", "fields", "index", "sink", "sub_id")
+    __slots__ = ("channels", "conditions", "entity", "fields", "generation", "index", "sink", "sub_id")
 
     def __init__(self, sink: Sink, sub_id: str, entity: str, channels: list[str],
                  conditions: list[Condition], fields: tuple[str, ...] | None) -> None:
@@ -42,6 +43,8 @@ class Route:
         self.conditions = conditions
         self.fields = fields
         self.index = _pick_index(conditions)
+        #: The subscriber connection this route went live on (-1: not live yet).
+        self.generation = -1
 
     def matches(self, data: Any) -> bool:
         if not self.conditions:
@@ -140,7 +143,11 @@ class Hub:
                 new.append(channel)
             routes.add(route)
         if new:
-            await self.subscriber.wait_subscribed(*new)
+            try:
+                await self.subscriber.wait_subscribed(*new)
+            except TimeoutError as exc:
+                raise RedisUnavailable(f"Redis did not confirm the subscription to {', '.join(new)} in time") from exc
+        route.generation = self.subscriber.generation
 
     def remove(self, route: Route) -> None:
         if route not in self._routes:
@@ -179,8 +186,12 @@ class Hub:
             route.sink.deliver(route, channel, text)
 
     async def _on_reconnect(self) -> None:
+        """Routes that were live on an earlier connection may have missed events: tell them."""
+        current = self.subscriber.generation
         for route in list(self._routes):
-            route.sink.gap(route)
+            if 0 <= route.generation < current:
+                route.generation = current
+                route.sink.gap(route)
 
     async def close(self) -> None:
         await self.subscriber.stop()

@@ -30,18 +30,31 @@ class Registration:
     ttl: Any = None
 
 
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        return (self.kind, self.source, self.template.template)
+
+
 #: Every cache template the process knows (decorators and CacheSyncs), for the admin and /__schema.
 templates: list[Registration] = []
 _by_channel: dict[str, list[KeyTemplate]] = {}
 
 
 def register(registration: Registration) -> None:
+    """Add a template; registering the same (kind, source, template) again replaces it."""
+    templates[:] = [r for r in templates if r.identity != registration.identity]
     templates.append(registration)
-    for channel in registration.channels:
-        known = _by_channel.setdefault(channel, [])
-        known.append(registration.template)
-        if len(known) == 1:
-            get_global_subscriber().on(channel)(_on_event)
+    wanted: dict[str, list[KeyTemplate]] = {}
+    for known in templates:
+        for channel in known.channels:
+            wanted.setdefault(channel, []).append(known.template)
+    subscriber = get_global_subscriber()
+    for channel in wanted.keys() - _by_channel.keys():
+        subscriber.on(channel)(_on_event)
+    for channel in _by_channel.keys() - wanted.keys():
+        subscriber.remove_handler(channel, _on_event)
+    _by_channel.clear()
+    _by_channel.update(wanted)
 
 
 def keys_for(template: KeyTemplate, payload: Any) -> tuple[set[str], set[str]]:

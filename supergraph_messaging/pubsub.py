@@ -8,6 +8,7 @@ resubscribed, cancellation is re-raised, and ``stop()`` closes explicitly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from redis.asyncio.client import PubSub
 
 from . import serialization
@@ -64,7 +66,25 @@ class _Handler:
         else:
             # Sync handlers may block (ORM, HTTP): run them off the event loop,
             # in one thread so Django's DB connections are reused.
-            self.call = sync_to_async(func, thread_sensitive=True)
+            self.call = sync_to_async(_with_fresh_db_connections(func), thread_sensitive=True)
+
+
+def _with_fresh_db_connections(func: HandlerFunc) -> HandlerFunc:
+    """Run ``func`` as Channels runs ORM code (``database_sync_to_async``).
+
+    A worker lives for days: without ``close_old_connections`` around each
+    call, a database restart would leave it holding a dead connection.
+    """
+
+    @functools.wraps(func)
+    def inner(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args)
+        finally:
+            close_old_connections()
+
+    return inner
 
 
 class RedisSubscriber:
@@ -92,6 +112,8 @@ class RedisSubscriber:
         self._connected_once = False
         self._reconnect_hooks: list[HandlerFunc] = []
         self.reconnects = 0
+        #: Incremented by every successful (re)connection: who was live before a gap can tell.
+        self.generation = 0
         self.malformed = 0
         self.handler_errors = 0
 
@@ -230,6 +252,7 @@ class RedisSubscriber:
             try:
                 await self._redis.ping()  # an unreachable Redis fails start() here
                 await self._send_subscribe(pubsub, list(self._handlers))
+                self.generation += 1
             except REDIS_ERRORS as exc:
                 await self._close()
                 raise client.unavailable(exc) from exc
@@ -254,7 +277,10 @@ class RedisSubscriber:
             try:
                 await self._send_subscribe(pubsub, channels)
             except REDIS_ERRORS as exc:
-                logger.warning("Subscribing to %s failed (%s); will retry on reconnect.", channels, exc)
+                # The connection is dead (an idle subscriber does not read, so it had not
+                # noticed): drop it, and the receive loop reconnects and subscribes everything.
+                logger.warning("Subscribing to %s failed (%s); reconnecting.", channels, exc)
+                await self._close()
 
     async def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -273,7 +299,8 @@ class RedisSubscriber:
         while not self._stopping:
             try:
                 if self._pubsub is None:
-                    self._confirmed = {}
+                    for event in self._confirmed.values():
+                        event.clear()  # waiters keep their Event; the resubscription sets it again
                     await self._connect()
                     self.reconnects += 1
                     delay = self.reconnect_min_delay

@@ -6,12 +6,11 @@ subscribe request is valid, and the hub asks it whether an event matches.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-from django.utils.module_loading import autodiscover_modules
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {}
 
@@ -106,6 +105,8 @@ class Subscription:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("entity"):
+            # Keyed by where the class is defined: a re-imported module replaces, never piles up.
+            registry[:] = [c for c in registry if (c.__module__, c.__qualname__) != (cls.__module__, cls.__qualname__)]
             registry.append(cls)
 
     # -- hooks --------------------------------------------------------------
@@ -173,9 +174,21 @@ class Subscription:
         if not cls.channels:
             problems.append(f"{cls.__qualname__} ({cls.entity}) lists no channels.")
         for field, ops in cls.filters.items():
+            if not isinstance(ops, (list, tuple)):
+                problems.append(
+                    f"{cls.__qualname__}.filters[{field!r}] must be a list of operators, e.g. [{ops!r}]; "
+                    f"got {type(ops).__name__} {ops!r}."
+                )
+                continue
             for op in ops:
                 if op not in OPERATORS:
                     problems.append(f"{cls.__qualname__}.filters[{field!r}] has unknown operator {op!r}.")
+        for hook in ("get_server_filters", "has_permission"):
+            if not isinstance(inspect.getattr_static(cls, hook), (classmethod, staticmethod)):
+                problems.append(
+                    f"{cls.__qualname__}.{hook} must be a @classmethod (user) -> ...: subscriptions are "
+                    "checked before any instance exists."
+                )
         return problems
 
 
@@ -195,11 +208,6 @@ def get_subscription(entity: str) -> type[Subscription] | None:
         if cls.entity == entity:
             return cls
     return None
-
-
-def autodiscover_subscriptions() -> None:
-    """Import ``subscriptions`` modules of installed apps."""
-    autodiscover_modules("subscriptions")
 
 
 def describe(classes: Iterable[type[Subscription]] | None = None) -> list[dict[str, Any]]:

@@ -8,11 +8,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from . import events, invalidation
-from .subscriptions import autodiscover_subscriptions, describe
+from .subscriptions import describe
 
 
 def schema_document() -> dict[str, Any]:
-    autodiscover_subscriptions()
     published = []
     for registration in events.registry:
         for action, channel in registration.config.publish.items():

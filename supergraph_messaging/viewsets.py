@@ -42,7 +42,7 @@ class EventPublishingMixin:
         super().__init_subclass__(**kwargs)
         config = cls.__dict__.get("events")
         if isinstance(config, EventConfig):
-            events.registry.append(
+            events.register_events(
                 EventRegistration(config, f"{cls.__module__}.{cls.__qualname__}", lambda: _model_of(cls), viewset=cls)
             )
 

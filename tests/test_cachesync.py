@@ -70,3 +70,28 @@ def test_callable_fields_and_bad_key() -> None:
         s.disconnect()
     with pytest.raises(TypeError, match="'nope' is not a field"):
         CacheSync(Camera, key="c:{nope}", fields=["id"])
+
+
+def test_write_failed_during_an_outage_leaves_no_stale_key(redis_server: Any, redis_conn: Any,
+                                                           sync: CacheSync) -> None:
+    """Redis frozen (SIGSTOP) while a change commits; once it is back, the old value is gone."""
+    import signal
+    import time
+
+    from django.test import override_settings
+
+    cam = Camera.objects.create(mac_address="OUT", name="before")
+    assert json.loads(redis_conn.get("camera:mac:OUT"))["mac_address"] == "OUT"
+    redis_conn.set("camera:mac:OUT", json.dumps({"name": "before"}))
+    with override_settings(SUPERGRAPH_MESSAGING={"BREAKER_INTERVAL": 0.2}):
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            cam.name = "after"
+            cam.save()  # the CacheSync write times out
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while redis_conn.exists("camera:mac:OUT") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert not redis_conn.exists("camera:mac:OUT"), "the pre-outage value survived the outage"

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from django.test import override_settings
 
 from supergraph_messaging.checks import check_settings
@@ -93,3 +96,107 @@ def test_manage_check_passes_and_runs_viewset_checks() -> None:
 
     call_command("check")
     assert check_event_viewsets() == []
+
+
+# -- every setting, every bad value ------------------------------------------------------
+BAD_VALUES: dict[str, list[object]] = {
+    "a positive number (seconds)": [0, -1, "ten", None, True, float("nan"), float("inf"), "1"],
+    "a positive integer": [0, -1, "ten", None, True, 1.5, "1"],
+    "a positive integer (seconds) or None": [0, -1, "ten", True, 1.5],
+    "True or False": ["no", 1, 0, None, "True"],
+    "a string": [3, None, b"x", ["a"]],
+    "the name of a cache in CACHES": [3, None, ["default"]],
+    "a number of seconds >= 0, or None (never ping)": [-1, "ten", True, float("nan")],
+    "a redis://, rediss:// or unix:// URL, or None": [3, "", ["redis://x"]],
+    "a dotted path to callable(token) -> user or None, or None": [3, "", ["a.b"]],
+}
+
+
+def _bad_cases() -> list[tuple[str, object]]:
+    from supergraph_messaging.conf import SETTINGS
+
+    cases = []
+    for name, spec in SETTINGS.items():
+        assert spec.expected in BAD_VALUES, f"no bad values listed for {spec.expected!r} ({name})"
+        cases += [(name, value) for value in BAD_VALUES[spec.expected]]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "value"), _bad_cases())
+def test_check_catches_every_bad_value_of_every_setting(name: str, value: object) -> None:
+    from supergraph_messaging.conf import SETTINGS
+
+    with override_settings(SUPERGRAPH_MESSAGING={name: value}):
+        found = [m for m in check_settings() if m.id == SETTINGS[name].check_id]
+    assert found, f"{name}={value!r} passed the checks"
+    assert name in found[0].msg and SETTINGS[name].expected in found[0].msg
+
+
+def test_every_setting_has_a_conf_property_and_a_valid_default() -> None:
+    from supergraph_messaging.conf import SETTINGS, Settings
+
+    for name, spec in SETTINGS.items():
+        assert spec.valid(spec.default), name
+    properties = {n for n, v in vars(Settings).items() if isinstance(v, property)}
+    assert {n.lower() for n in SETTINGS} - {"redis_url", "cache_alias"} <= properties | {"redis_url"}
+
+
+def test_a_bad_value_that_slipped_past_check_falls_back_to_the_default(redis_conn: Any, caplog: Any) -> None:
+    from supergraph_messaging import redis_cache
+
+    @redis_cache(key="conf:lease:{x}")
+    def f(x: int) -> int:
+        return x * 2
+
+    for bad in (0, -1, "ten", None):
+        redis_conn.delete("conf:lease:1")
+        with override_settings(SUPERGRAPH_MESSAGING={"LEASE_TTL": bad}):
+            assert f(1) == 2
+            assert redis_conn.get("conf:lease:1") == b"2", bad
+    assert "LEASE_TTL" in caplog.text
+
+
+def test_misspelt_setting_name_warns() -> None:
+    from django.conf import settings
+
+    saved = settings.SUPERGRAPH_MESSAGING
+    with override_settings(SUPERGRAPH_MESSAGINGS={"DEFAULT_TTL": 5}):
+        del settings.SUPERGRAPH_MESSAGING
+        try:
+            messages = check_settings()
+        finally:
+            settings.SUPERGRAPH_MESSAGING = saved
+    assert [m.id for m in messages] == ["supergraph_messaging.W002"]
+    assert "SUPERGRAPH_MESSAGINGS" in messages[0].msg
+
+
+def test_unknown_key_suggests_the_close_name() -> None:
+    with override_settings(SUPERGRAPH_MESSAGING={"LEASE_TL": 5}):
+        (msg,) = check_settings()
+    assert "Did you mean 'LEASE_TTL'" in msg.hint
+
+
+def test_djangos_own_redis_cache_is_accepted() -> None:
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": "redis://127.0.0.1:1/0"}}
+    assert ids(CACHES=caches) == []
+    with override_settings(CACHES=caches):
+        from supergraph_messaging.conf import conf
+
+        assert conf.redis_url == "redis://127.0.0.1:1/0" and not conf.reuses_cache_pool
+
+
+def test_non_redis_cache_is_fine_when_redis_url_is_set() -> None:
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert ids(CACHES=caches, SUPERGRAPH_MESSAGING={"REDIS_URL": "redis://127.0.0.1:1/0"}) == []
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    ("no.such.module.auth", "cannot be imported"),
+    ("tests.testapp.auth.NOT_THERE", "cannot be imported"),
+    ("tests.settings.SECRET_KEY", "not a callable"),
+])
+def test_token_authenticator_is_checked(path: str, problem: str) -> None:
+    with override_settings(SUPERGRAPH_MESSAGING={"WS_TOKEN_AUTHENTICATOR": path}):
+        (msg,) = check_settings()
+    assert msg.id == "supergraph_messaging.E009" and problem in msg.msg and path in msg.msg

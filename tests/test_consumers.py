@@ -314,3 +314,54 @@ async def test_custom_token_authenticator(hub: None) -> None:
         comm = await connect(ack=False)
         await comm.send_json_to({"type": "connection_init", "payload": {"token": "nobody"}})
         assert await closed_with(comm) == 4403
+
+
+async def test_a_raising_server_filter_fails_only_its_subscription(hub: None, caplog: Any) -> None:
+    from supergraph_messaging.subscriptions import Subscription, registry
+
+    class Broken(Subscription):
+        entity = "BrokenForConsumerTest"
+        channels = ["broken.events"]
+
+        def get_server_filters(self, user: Any) -> dict[str, Any]:  # type: ignore[override]
+            return {}  # an instance method: called on the class, it raises TypeError
+
+    try:
+        comm = await connect()
+        assert (await subscribe(comm, "ok", "CameraEvents"))["type"] == "subscribed"
+        reply = await subscribe(comm, "bad", "BrokenForConsumerTest")
+        assert reply["id"] == "bad" and reply["type"] == "error"
+        assert reply["payload"][0]["code"] == "server_error"
+        assert "Traceback" not in json.dumps(reply) and "TypeError" not in json.dumps(reply)
+        assert "BrokenForConsumerTest" in caplog.text or "Broken" in caplog.text
+        await aredis_publish("camera.events", {"camera_id": 1})
+        got = await comm.receive_json_from(timeout=3)
+        assert got["id"] == "ok" and got["type"] == "next"  # the healthy subscription lives on
+        await comm.disconnect()
+    finally:
+        registry.remove(Broken)
+
+
+async def test_an_idle_hub_notices_a_redis_restart_before_the_next_subscribe(hub: None, redis_server: Any) -> None:
+    comm = await connect()
+    assert (await subscribe(comm, "1", "CameraEvents"))["type"] == "subscribed"
+    await comm.send_json_to({"id": "1", "type": "complete"})
+    await asyncio.sleep(0.1)  # the hub is idle: no route, no channel
+    await asyncio.get_running_loop().run_in_executor(None, redis_server.restart)
+    started = asyncio.get_running_loop().time()
+    reply = await subscribe(comm, "2", "CameraEvents")
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"\nfirst subscribe after the restart answered in {elapsed * 1000:.0f} ms: {reply['type']}")
+    assert reply["type"] == "subscribed" and elapsed < 1.0
+    await aredis_publish("camera.events", {"camera_id": 1})
+    got = await comm.receive_json_from(timeout=3)
+    assert got["id"] == "2" and got["type"] == "next"
+    await comm.disconnect()
+
+
+async def test_a_broken_token_authenticator_refuses_the_token_without_crashing(hub: None, caplog: Any) -> None:
+    with override_settings(SUPERGRAPH_MESSAGING={"WS_TOKEN_AUTHENTICATOR": "no.such.module.auth"}):
+        comm = await connect(ack=False)
+        await comm.send_json_to({"type": "connection_init", "payload": {"token": "t"}})
+        assert await closed_with(comm) == 4403
+    assert "WS_TOKEN_AUTHENTICATOR" in caplog.text

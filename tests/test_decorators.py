@@ -168,3 +168,43 @@ def test_stats_are_counted_in_process(redis_conn: Any) -> None:
     assert (local["misses"], local["hits"], local["fills"]) == (1, 2, 1)
     totals = stats.read()["st:{x}"]
     assert (totals["misses"], totals["hits"], totals["fills"]) == (1, 2, 1)
+
+
+def test_key_for_and_invalidate_bind_the_instance_either_way(redis_conn: Any) -> None:
+    class Acc:
+        prefix = "acc"
+
+        @redis_cache(key="acc:proc:{self.prefix}:{mac}")
+        def lookup(self, mac: str) -> str:
+            return mac
+
+        @redis_cache(key="acc:plain:{mac}")
+        def plain(self, mac: str) -> str:
+            return mac
+
+    p = Acc()
+    assert p.lookup.key_for("M1") == Acc.lookup.key_for(p, "M1") == "acc:proc:acc:M1"
+    assert p.plain.key_for("M1") == Acc.plain.key_for(p, "M1") == Acc.plain.key_for(mac="M1") == "acc:plain:M1"
+    assert p.lookup("M1") == "M1" and redis_conn.exists("acc:proc:acc:M1")
+    assert Acc.lookup.invalidate(p, "M1") == 1
+    p.lookup("M1")
+    assert p.lookup.invalidate("M1") == 1
+    assert Acc.lookup(p, "M2") == "M2" and redis_conn.exists("acc:proc:acc:M2")
+
+
+def test_decorated_functions_keep_their_identity() -> None:
+    import inspect
+
+    from asgiref.sync import iscoroutinefunction
+
+    @redis_cache(key="id:{x}")
+    def f(x: int) -> int:
+        """Doc."""
+        return x
+
+    @redis_cache(key="aid:{x}")
+    async def af(x: int) -> int:
+        return x
+
+    assert f.__name__ == "f" and f.__doc__ == "Doc." and list(inspect.signature(f).parameters) == ["x"]
+    assert iscoroutinefunction(af) and not iscoroutinefunction(f)

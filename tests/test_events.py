@@ -66,3 +66,57 @@ def test_bulk_operations_send_no_signals_and_publish_nothing(model_events: Model
 def test_payload_fields_required() -> None:
     with pytest.raises(MessagingError, match="payload_fields is required"):
         register_model_events(Camera, EventConfig(publish={"create": "x"}))
+
+
+def test_registering_again_replaces_instead_of_piling_up(model_events: ModelEvents) -> None:
+    from supergraph_messaging.events import registry
+
+    count = len(registry)
+    for _ in range(3):
+        register_model_events(Camera, CAMERA_EVENTS)
+    assert len(registry) == count
+
+
+def test_background_queue_full_drops_and_counts_without_blocking(own_redis: Any, caplog: Any) -> None:
+    """Redis frozen: the publisher thread is stuck, its queue fills, and submit() still never waits."""
+    import signal
+    import time
+
+    from django.test import override_settings
+
+    from supergraph_messaging.events import BackgroundPublisher, counters
+
+    publisher = BackgroundPublisher(maxsize=5)
+    before = counters["dropped"]
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url, "SOCKET_TIMEOUT": 2.0}):
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            worst = 0.0
+            for i in range(50):
+                t0 = time.perf_counter()
+                publisher.submit("frozen.events", {"n": i, "_meta": {"event_id": f"e{i}"}})
+                worst = max(worst, time.perf_counter() - t0)
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        publisher.flush(10)
+    dropped = counters["dropped"] - before
+    print(f"\n50 events into a queue of 5 with Redis frozen: {dropped} dropped, slowest submit {worst * 1000:.2f} ms")
+    assert dropped >= 40
+    assert worst < 0.5  # never the 2 s socket timeout of the stuck publisher
+    assert "Dropped event e49 on 'frozen.events'" in caplog.text
+
+
+def test_event_publishing_goes_through_the_breaker(own_redis: Any, caplog: Any) -> None:
+    from django.test import override_settings
+
+    from supergraph_messaging.connection import get_redis_client
+    from supergraph_messaging.events import counters, publish_now
+
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url, "BREAKER_INTERVAL": 60}):
+        own_redis.stop()
+        failed = counters["failed"]
+        for i in range(20):
+            assert publish_now("down.events", {"n": i}) is None
+        assert counters["failed"] - failed == 20
+        breaker = get_redis_client().breaker
+        assert breaker.failing and breaker.failures == 1  # one attempt; the other 19 skipped Redis

@@ -85,3 +85,22 @@ def test_glob_characters_never_delete_other_keys(redis_conn: Any, worker: Any) -
         _gone(redis_conn, *doomed)
         time.sleep(0.05)
         assert redis_conn.exists(*keep) == len(keep), value
+
+
+def test_no_invalidation_is_lost_after_a_redis_restart(redis_server: Any, redis_conn: Any, worker: Any) -> None:
+    """Kill + restart Redis three times; the first invalidation after each must still delete its key."""
+    stale = 0
+    for round_ in range(3):
+        redis_server.restart()
+        conn = redis_server.client()
+        wait_for(lambda c=conn: c.pubsub_numsub("camera.updated")[0][1] == 1, timeout=10)
+        key = f"camera:mac:R{round_}"
+        conn.set(key, "old")
+        redis_publish("camera.updated", {"mac_address": f"R{round_}"})
+        deadline = time.monotonic() + 3
+        while conn.exists(key) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stale += conn.exists(key)
+        conn.close()
+    print(f"\nstale keys after 3 Redis restarts: {stale}")
+    assert stale == 0

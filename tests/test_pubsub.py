@@ -266,3 +266,41 @@ async def test_start_against_unreachable_redis_names_url() -> None:
     with pytest.raises(RedisUnavailable) as info:
         await sub.start()
     assert "127.0.0.1" in str(info.value) and "secret" not in str(info.value)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sync_handlers_get_fresh_database_connections(redis_conn: Any) -> None:
+    """Sync handlers run as Channels runs ORM code: old connections closed around each call,
+    so a worker survives a database restart (with CONN_MAX_AGE=0, each call has its own)."""
+    from django.db.backends.signals import connection_created
+
+    from tests.testapp.models import CameraModel
+
+    opened: list[int] = []
+    seen: list[int] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_connect(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(threading.get_ident())
+
+    def handler(data: Any) -> None:
+        CameraModel.objects.count()
+        seen.append(threading.get_ident())
+        if len(seen) == 3:
+            loop.call_soon_threadsafe(done.set)
+
+    connection_created.connect(on_connect)
+
+    sub = RedisSubscriber()
+    sub.on("db.hygiene")(handler)
+    await sub.start()
+    try:
+        for i in range(3):
+            await aredis_publish("db.hygiene", {"n": i})
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await sub.stop()
+        connection_created.disconnect(on_connect)
+    assert opened.count(seen[0]) == 3, "a sync handler kept one database connection across calls"

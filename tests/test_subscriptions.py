@@ -78,3 +78,40 @@ def test_system_checks_unknown_operator_and_duplicate_entity() -> None:
         assert "'regex'" in messages[0].msg and "Things" in messages[1].msg and "Dup" in messages[1].msg
     finally:
         subscriptions.registry[:] = [c for c in subscriptions.registry if c not in (BadOps, Dup)]
+
+
+def _declare(**attrs: object) -> type[Subscription]:
+    """A Subscription class for one test, taken out of the registry again."""
+    from supergraph_messaging.subscriptions import registry
+
+    cls = type("Declared", (Subscription,), {"entity": "DeclaredForUnitTests", "channels": ["x"], **attrs})
+    registry.remove(cls)
+    return cls
+
+
+def test_filters_value_must_be_a_list() -> None:
+    problems = _declare(filters={"camera_id": "eq"}).check()
+    assert len(problems) == 1
+    assert "must be a list of operators" in problems[0] and "['eq']" in problems[0]
+
+
+def test_hooks_written_as_instance_methods_are_flagged() -> None:
+    def get_server_filters(self: object, user: object) -> dict[str, object]:
+        return {}
+
+    def has_permission(self: object, user: object) -> bool:
+        return True
+
+    problems = _declare(get_server_filters=get_server_filters, has_permission=has_permission).check()
+    assert [p.split(" must")[0] for p in problems] == ["Declared.get_server_filters", "Declared.has_permission"]
+    assert _declare(get_server_filters=staticmethod(lambda user: {})).check() == []
+
+
+def test_redeclaring_a_class_replaces_it_in_the_registry() -> None:
+    from supergraph_messaging.subscriptions import registry
+
+    before = len(registry)
+    for _ in range(3):
+        type("Again", (Subscription,), {"entity": "AgainForUnitTests", "channels": ["x"], "__module__": "m"})
+    assert len(registry) == before + 1
+    registry.pop()

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from supergraph_messaging.discovery import autodiscover_subscribers
 from supergraph_messaging.pubsub import get_global_subscriber
 
 logger = logging.getLogger("supergraph_messaging.worker")
@@ -21,7 +20,6 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        autodiscover_subscribers()
         subscriber = get_global_subscriber()
         channels = subscriber.channels
         if not channels:
