@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -55,6 +56,23 @@ def is_str(value: Any) -> bool:
 
 def is_optional_str(value: Any) -> bool:
     return value is None or (isinstance(value, str) and bool(value))
+
+
+def is_origin(value: Any) -> bool:
+    """``scheme://host[:port]`` and nothing more (no path, no wildcard)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and "*" not in value
+            and parts.path in ("", "/") and not parts.query and not parts.fragment)
+
+
+def is_optional_origin_list(value: Any) -> bool:
+    return value is None or (isinstance(value, (list, tuple)) and all(is_origin(v) for v in value))
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,10 @@ SETTINGS: dict[str, Setting] = {
                                 doc="Server ping interval; 0 or None: never."),
     "WS_PONG_TIMEOUT": Setting(20.0, NUMBER, is_positive_number,
                                doc="No pong within this closes with 4008."),
+    "WS_ALLOWED_ORIGINS": Setting(None, "None or a list of origins like 'https://app.example.com:8443'",
+                                  is_optional_origin_list,
+                                  doc="Exact origins allowed on /subscribe; None: any origin whose host is "
+                                      "in ALLOWED_HOSTS."),
     "WS_TOKEN_AUTHENTICATOR": Setting(None, "a dotted path to callable(token) -> user or None, or None",
                                       is_optional_str, doc="Resolves connection_init.payload.token."),
 }
@@ -131,6 +153,8 @@ class Settings:
 
     @property
     def _user(self) -> dict[str, Any]:
+        if not settings.configured:  # a plain asyncio script using url= (the seed's services)
+            return {}
         value = getattr(settings, "SUPERGRAPH_MESSAGING", None)
         return value if isinstance(value, dict) else {}
 
@@ -175,6 +199,8 @@ class Settings:
 
     @property
     def cache_config(self) -> dict[str, Any] | None:
+        if not settings.configured:
+            return None
         config = getattr(settings, "CACHES", {}).get(self.cache_alias)
         return config if isinstance(config, dict) else None
 
@@ -278,6 +304,11 @@ class Settings:
     @property
     def ws_pong_timeout(self) -> float:
         return float(self._get("WS_PONG_TIMEOUT"))
+
+    @property
+    def ws_allowed_origins(self) -> tuple[str, ...] | None:
+        origins = self._get("WS_ALLOWED_ORIGINS")
+        return None if origins is None else tuple(o.rstrip("/").lower() for o in origins)
 
     @property
     def ws_token_authenticator(self) -> str | None:

@@ -82,7 +82,7 @@ def _drf_token_user(token: str) -> Any:
     return found.user if found is not None and found.user.is_active else None
 
 
-class SubscriptionConsumer(AsyncWebsocketConsumer):
+class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
     async def connect(self) -> None:
         self.connection_id = uuid.uuid4().hex
         self.user: Any = self.scope.get("user") or AnonymousUser()

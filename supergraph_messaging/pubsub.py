@@ -18,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from redis.asyncio.client import PubSub
 
@@ -32,13 +33,19 @@ logger = logging.getLogger("supergraph_messaging.pubsub")
 HandlerFunc = Callable[..., Any]
 
 
-def redis_publish(channel: str, data: Any) -> int:
-    """Publish ``data`` as JSON on ``channel``; returns the receiver count."""
-    return get_redis_client().publish(channel, data)
+def redis_publish(channel: str, data: Any, url: str | None = None) -> int:
+    """Publish ``data`` as JSON on ``channel``; returns the receiver count.
+
+    Raises :class:`~supergraph_messaging.RedisUnavailable` when Redis cannot
+    be reached: in a view, catch it (or publish through ``EventConfig``,
+    which never fails a request).
+    """
+    return get_redis_client(url).publish(channel, data)
 
 
-async def aredis_publish(channel: str, data: Any) -> int:
-    return await get_redis_client().apublish(channel, data)
+async def aredis_publish(channel: str, data: Any, url: str | None = None) -> int:
+    """The async twin of :func:`redis_publish`."""
+    return await get_redis_client(url).apublish(channel, data)
 
 
 def _wants_channel(func: HandlerFunc) -> bool:
@@ -75,6 +82,9 @@ def _with_fresh_db_connections(func: HandlerFunc) -> HandlerFunc:
     A worker lives for days: without ``close_old_connections`` around each
     call, a database restart would leave it holding a dead connection.
     """
+
+    if not settings.configured:  # a script without Django has no database to look after
+        return func
 
     @functools.wraps(func)
     def inner(*args: Any) -> Any:
@@ -287,7 +297,7 @@ class RedisSubscriber:
         client, self._redis = self._redis, None
         try:
             if pubsub is not None:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             if client is not None:
                 await client.aclose()
         except REDIS_ERRORS:

@@ -87,6 +87,39 @@ class Condition:
 
 _SCALARS = (str, int, float, bool, type(None))
 
+#: The declarable field types, by their JSON names.
+JSON_TYPES: dict[type, str] = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+
+
+def json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return JSON_TYPES[kind]
+    return type(value).__name__
+
+
+def can_match(value: Any, declared: type | tuple[type, ...]) -> bool:
+    """Whether a filter value of this JSON type can ever equal a field of the declared type.
+
+    Filters are type-strict (``"36"`` never matches ``36``, ``true`` never
+    ``1``), so a value of another type would silently match nothing.
+    ``null`` can always match (a field may be null); a ``float`` field
+    takes integers too.
+    """
+    if value is None:
+        return True
+    kinds = declared if isinstance(declared, tuple) else (declared,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int):
+        return int in kinds or float in kinds
+    return any(isinstance(value, k) and k is not bool for k in kinds)
+
+
+_TYPED_OPS = frozenset({"eq", "ne", "in", "gt", "gte", "lt", "lte"})
+
 
 class Subscription:
     """Subclass to expose a stream of events over ``/subscribe``.
@@ -101,6 +134,9 @@ class Subscription:
     filters: ClassVar[dict[str, list[str]]] = {}
     permission_classes: ClassVar[list[Any]] = []
     description: ClassVar[str] = ""
+    #: Optional field types (``{"camera_id": int, "event_type": str}``): a client filter value
+    #: that can never match the declared type is refused at subscribe instead of matching nothing.
+    field_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -165,6 +201,15 @@ class Subscription:
                     raise FilterError(f"{key!r} needs a string")
             elif not isinstance(value, _SCALARS):
                 raise FilterError(f"{key!r} needs a scalar value")
+            declared_type = cls.field_types.get(field) if declared and op in _TYPED_OPS else None
+            if declared_type is not None:
+                for item in raw[key] if op == "in" else [value]:
+                    if not can_match(item, declared_type):
+                        kinds = declared_type if isinstance(declared_type, tuple) else (declared_type,)
+                        raise FilterError(
+                            f"{cls.entity}.{field} is {' or '.join(JSON_TYPES.get(k, k.__name__) for k in kinds)}; "
+                            f"{item!r} ({json_type_name(item)}) can never match it"
+                        )
             conditions.append(Condition(field, op, value))
         return conditions
 
@@ -183,6 +228,13 @@ class Subscription:
             for op in ops:
                 if op not in OPERATORS:
                     problems.append(f"{cls.__qualname__}.filters[{field!r}] has unknown operator {op!r}.")
+        for field, declared in cls.field_types.items():
+            kinds = declared if isinstance(declared, tuple) else (declared,)
+            if field not in cls.filters:
+                problems.append(f"{cls.__qualname__}.field_types[{field!r}] names a field that filters does not list.")
+            if not all(k in JSON_TYPES for k in kinds):
+                problems.append(f"{cls.__qualname__}.field_types[{field!r}] must be int, float, str or bool "
+                                f"(or a tuple of them); got {declared!r}.")
         for hook in ("get_server_filters", "has_permission"):
             if not isinstance(inspect.getattr_static(cls, hook), (classmethod, staticmethod)):
                 problems.append(
@@ -216,6 +268,10 @@ def describe(classes: Iterable[type[Subscription]] | None = None) -> list[dict[s
             "entity": cls.entity,
             "channels": list(cls.channels),
             "filters": {field: list(ops) for field, ops in cls.filters.items()},
+            "field_types": {
+                field: [JSON_TYPES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)) if k in JSON_TYPES]
+                for field, kinds in cls.field_types.items()
+            },
             "requires_auth": cls.requires_auth(),
             "description": cls.description or (cls.__doc__ or "").strip(),
         }

@@ -67,7 +67,7 @@ class EventPublishingMixin:
     def _representation(self, instance: models.Model) -> dict[str, Any]:
         return dict(self.get_serializer(instance).data)  # type: ignore[attr-defined]
 
-    def _payload_representation(self, serializer: serializers.BaseSerializer, instance: Any) -> dict[str, Any]:
+    def _payload_representation(self, serializer: serializers.BaseSerializer[Any], instance: Any) -> dict[str, Any]:
         """The payload fields of ``instance`` as ``serializer`` renders them.
 
         Reuses the serializer's already-built fields and renders only what the
@@ -90,7 +90,7 @@ class EventPublishingMixin:
         return out
 
     # -- the perform_* hooks ------------------------------------------------
-    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
         channel = self._event_channel("create")
         if channel is None:
             super().perform_create(serializer)  # type: ignore[misc]
@@ -99,7 +99,7 @@ class EventPublishingMixin:
             super().perform_create(serializer)  # type: ignore[misc]
         self.publish_event("create", channel, serializer.data)
 
-    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+    def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
         channel = self._event_channel("update")
         if channel is None:
             super().perform_update(serializer)  # type: ignore[misc]
@@ -209,7 +209,7 @@ def _model_of(cls: type) -> type[models.Model]:
     )
 
 
-class ModelViewSet(EventPublishingMixin, viewsets.ModelViewSet):  # type: ignore[misc]
+class ModelViewSet(EventPublishingMixin, viewsets.ModelViewSet[Any]):
     """DRF's ``ModelViewSet`` with event publishing.
 
     As in the seed, ``model = Camera`` alone is enough: the queryset is all
@@ -224,16 +224,16 @@ class ModelViewSet(EventPublishingMixin, viewsets.ModelViewSet):  # type: ignore
             return model._default_manager.all()
         return super().get_queryset()
 
-    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
         if self.serializer_class is None and self.model is not None:
             return _default_serializer(self.model)
         return super().get_serializer_class()
 
 
-_serializers: dict[type[models.Model], type[serializers.ModelSerializer]] = {}
+_serializers: dict[type[models.Model], type[serializers.ModelSerializer[Any]]] = {}
 
 
-def _default_serializer(model: type[models.Model]) -> type[serializers.ModelSerializer]:
+def _default_serializer(model: type[models.Model]) -> type[serializers.ModelSerializer[Any]]:
     serializer = _serializers.get(model)
     if serializer is None:
         meta = type("Meta", (), {"model": model, "fields": "__all__"})

@@ -100,3 +100,18 @@ def test_redis_url_setting_wins(own_redis: RedisServer) -> None:
         assert isinstance(client.redis, redis.Redis)
         client.redis.set("only-here", "1")
     assert own_redis.client().get("only-here") == b"1"
+
+
+def test_url_forms_work_in_a_plain_asyncio_script_without_django_settings(own_redis: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, str(ROOT / "tests/scripts/plain_asyncio_service.py"), own_redis.url],
+                            capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

@@ -365,3 +365,28 @@ async def test_a_broken_token_authenticator_refuses_the_token_without_crashing(h
         await comm.send_json_to({"type": "connection_init", "payload": {"token": "t"}})
         assert await closed_with(comm) == 4403
     assert "WS_TOKEN_AUTHENTICATOR" in caplog.text
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    (b"http://localhost:8000", True),
+    (b"http://localhost:1", False),  # another port of an allowed host
+    (b"https://localhost:8000", False),  # another scheme
+    (b"http://evil.example:8000", False),
+    (None, False),
+])
+async def test_exact_allowed_origins(hub: None, origin: bytes | None, allowed: bool) -> None:
+    headers = [(b"origin", origin)] if origin is not None else []
+    with override_settings(SUPERGRAPH_MESSAGING={"WS_ALLOWED_ORIGINS": ["http://localhost:8000"]}):
+        comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
+        connected, _ = await comm.connect()
+        assert connected is allowed
+        await comm.disconnect()
+
+
+async def test_a_refused_origin_is_logged_once_with_a_hint(hub: None, caplog: Any) -> None:
+    for _ in range(3):
+        comm = WebsocketCommunicator(application, "/subscribe", headers=[(b"origin", b"http://nope.example")])
+        connected, _ = await comm.connect()
+        assert not connected
+    lines = [r.getMessage() for r in caplog.records if "Refused a WebSocket" in r.getMessage()]
+    assert len(lines) == 1 and "http://nope.example" in lines[0] and "origin=" in lines[0]

@@ -115,3 +115,33 @@ def test_redeclaring_a_class_replaces_it_in_the_registry() -> None:
         type("Again", (Subscription,), {"entity": "AgainForUnitTests", "channels": ["x"], "__module__": "m"})
     assert len(registry) == before + 1
     registry.pop()
+
+
+class Typed(Subscription):
+    entity = "TypedForUnitTests"
+    channels = ["typed"]
+    filters = {"camera_id": ["eq", "in", "gt"], "score": ["gte"], "kind": ["eq", "contains"], "on": ["eq"]}
+    field_types = {"camera_id": int, "score": float, "kind": str, "on": bool}
+
+
+@pytest.mark.parametrize(("filters", "problem"), [
+    ({"camera_id": "36"}, "TypedForUnitTests.camera_id is an integer; '36' (a string) can never match it"),
+    ({"camera_id__in": [1, "2"]}, "'2' (a string)"),
+    ({"camera_id": True}, "True (a boolean)"),
+    ({"camera_id__gt": 1.5}, "1.5 (a number)"),
+    ({"kind": 3}, "3 (an integer)"),
+    ({"on": 1}, "TypedForUnitTests.on is a boolean; 1 (an integer)"),
+])
+def test_declared_types_refuse_filters_that_can_never_match(filters: dict, problem: str) -> None:
+    with pytest.raises(FilterError) as excinfo:
+        Typed.parse_filters(filters, 100)
+    assert problem in str(excinfo.value)
+
+
+def test_declared_types_accept_what_can_match() -> None:
+    for filters in ({"camera_id": 36}, {"camera_id__in": [1, 2]}, {"camera_id": None}, {"score__gte": 2},
+                    {"score__gte": 2.5}, {"kind": "motion"}, {"kind__contains": "mo"}, {"on": False}):
+        assert Typed.parse_filters(filters, 100)
+    assert Typed.check() == []
+    assert "field_types" in _declare(field_types={"nope": int}).check()[0]
+    assert "must be int, float, str or bool" in _declare(filters={"a": ["eq"]}, field_types={"a": list}).check()[0]
