@@ -108,10 +108,11 @@ SETTINGS: dict[str, Setting] = {
     "SOCKET_CONNECT_TIMEOUT": Setting(0.5, NUMBER, is_positive_number,
                                       doc="Connect timeout of the connections this app creates."),
     "PUBLISH_IN_BACKGROUND": Setting(True, "True or False", is_bool,
-                                     doc="Publish events on a background thread after commit."),
+                                     doc="After commit, send events without waiting for Redis's reply; "
+                                         "False: each request waits for its round trip."),
     "PUBLISH_QUEUE_SIZE": Setting(10_000, "a positive integer", is_positive_int,
-                                  doc="Events waiting for the background publisher; beyond it they are dropped "
-                                      "and counted (requests never wait)."),
+                                  doc="Events per thread sent but not yet confirmed by Redis; beyond it they "
+                                      "are dropped and counted (requests never wait)."),
     "WS_MAX_SUBSCRIPTIONS": Setting(50, "a positive integer", is_positive_int,
                                     doc="Subscriptions per WebSocket connection."),
     "WS_MAX_MESSAGE_BYTES": Setting(65536, "a positive integer", is_positive_int,

@@ -13,9 +13,6 @@ import contextlib
 import contextvars
 import datetime
 import logging
-import queue
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +25,9 @@ from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import MessagingError
 from .fields import field_value
+from .keys import full_channel
+from .pipelined import PipelinedPublisher
+from .serialization import dumps
 from .signals import event_published
 
 logger = logging.getLogger("supergraph_messaging.events")
@@ -91,7 +91,7 @@ def register_events(registration: EventRegistration) -> None:
     registry.append(registration)
 
 #: Counters of this process, e.g. for monitoring. ``failed``: Redis was unreachable;
-#: ``dropped``: the background queue was full.
+#: ``dropped``: ``PUBLISH_QUEUE_SIZE`` events were already waiting for Redis to confirm them.
 counters = {"published": 0, "failed": 0, "dropped": 0}
 
 
@@ -129,7 +129,12 @@ def _event_id(payload: dict[str, Any]) -> Any:
 
 
 def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
-    """Publish; a failure is logged (naming the channel) and counted, never raised.
+    """Publish; a failure is logged (naming the channel) and counted, never raised."""
+    return publish_many([(channel, payload)])[0]
+
+
+def publish_many(items: list[tuple[str, dict[str, Any]]]) -> list[int | None]:
+    """Publish events in order, in one round trip; returns receivers (``None``: failed, logged, counted).
 
     Behind the client's circuit breaker: while Redis is known to be down, an
     event fails at once instead of costing every request a connect timeout.
@@ -137,101 +142,57 @@ def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
     client = get_redis_client()
     breaker = client.breaker
     if not breaker.allow():
-        counters["failed"] += 1
-        logger.error("Could not publish event %s on %r: Redis at %s is unavailable.",
-                     _event_id(payload), channel, client.masked_url)
-        return None
+        for channel, payload in items:
+            _failed(channel, payload, f"Redis at {client.masked_url} is unavailable", "failed")
+        return [None] * len(items)
     try:
-        receivers = client.publish(channel, payload)
+        with client.boundary:
+            if len(items) == 1:
+                replies: list[Any] = [client.redis.publish(full_channel(items[0][0]), dumps(items[0][1]))]
+            else:
+                pipe = client.redis.pipeline(transaction=False)
+                for channel, payload in items:
+                    pipe.publish(full_channel(channel), dumps(payload))
+                replies = pipe.execute()
     except REDIS_ERRORS as exc:
         breaker.record_failure(exc)
-        counters["failed"] += 1
-        logger.error("Could not publish event %s on %r: %s", _event_id(payload), channel, exc)
-        return None
+        for channel, payload in items:
+            _failed(channel, payload, str(exc), "failed")
+        return [None] * len(items)
     if breaker.failing:
         breaker.record_success()
+    results: list[int | None] = []
+    for (channel, payload), receivers in zip(items, replies, strict=True):
+        _published(channel, payload, int(receivers))
+        results.append(int(receivers))
+    return results
+
+
+def _published(channel: str, payload: dict[str, Any], receivers: int) -> None:
     counters["published"] += 1
     event_published.send(sender=EventConfig, channel=channel, payload=payload, receivers=receivers)
-    return receivers
 
 
-class BackgroundPublisher:
-    """Publishes events in FIFO order on one daemon thread.
-
-    A request should not wait for a Redis round trip after its commit, nor
-    for an outage: the queue is bounded (``PUBLISH_QUEUE_SIZE``) and a full
-    queue drops the event with an ERROR naming it and counts it, instead of
-    blocking the request thread. It is drained at interpreter exit.
-    """
-
-    def __init__(self, maxsize: int | None = None) -> None:
-        self._maxsize = maxsize
-        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def queue(self) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
-        found = self._queue
-        if found is None:
-            with self._lock:
-                if self._queue is None:
-                    self._queue = queue.Queue(self._maxsize or conf.publish_queue_size)
-                found = self._queue
-        return found
-
-    def submit(self, channel: str, payload: dict[str, Any]) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="sgm-events", daemon=True)
-                    self._thread.start()
-        try:
-            self.queue.put_nowait((channel, payload))
-        except queue.Full:
-            counters["dropped"] += 1
-            logger.error("Dropped event %s on %r: %d events are already waiting to be published.",
-                         _event_id(payload), channel, self.queue.maxsize)
-
-    def _run(self) -> None:
-        work = self.queue
-        while True:
-            item = work.get()
-            try:
-                if item is None:
-                    return
-                publish_now(*item)
-            except Exception:  # publish_now logs Redis errors; anything else must not kill the thread
-                logger.exception("Publishing an event failed.")
-            finally:
-                work.task_done()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every submitted event was published (or failed); True if drained."""
-        deadline = time.monotonic() + timeout
-        work = self.queue
-        with work.all_tasks_done:
-            while work.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                work.all_tasks_done.wait(remaining)
-        return True
+def _failed(channel: str, payload: dict[str, Any], reason: str, kind: str) -> None:
+    counters[kind] += 1
+    verb = "Dropped" if kind == "dropped" else "Could not publish"
+    logger.error("%s event %s on %r: %s", verb, _event_id(payload), channel, reason)
 
 
-publisher = BackgroundPublisher()
+#: Publishes after commit without making the request wait (``PUBLISH_IN_BACKGROUND``).
+publisher = PipelinedPublisher(_published, _failed)
 atexit.register(publisher.flush)
 
 
 def flush_events(timeout: float = 5.0) -> bool:
-    """Wait until events handed to the background publisher are out (tests, scripts)."""
+    """Wait until every event sent without waiting is confirmed by Redis (tests, scripts, shutdown)."""
     return publisher.flush(timeout)
 
 
 def publish_on_commit(channel: str, payload: dict[str, Any], using: str | None = None) -> None:
     """Publish once the current transaction commits (at once outside a transaction)."""
     if conf.publish_in_background:
-        transaction.on_commit(lambda: publisher.submit(channel, payload), using=using)
+        transaction.on_commit(lambda: publisher.publish(channel, payload), using=using)
     else:
         transaction.on_commit(lambda: publish_now(channel, payload), using=using)
 

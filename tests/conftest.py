@@ -20,6 +20,9 @@ def _fresh_clients() -> Iterator[None]:
     """Each test gets fresh Redis clients (async ones are bound to the test's loop)."""
     reset_clients()
     yield
+    from supergraph_messaging.events import flush_events
+
+    flush_events(2)  # confirmations of this test's events must not reach the next test's receivers
     reset_clients()
 
 

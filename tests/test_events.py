@@ -77,33 +77,65 @@ def test_registering_again_replaces_instead_of_piling_up(model_events: ModelEven
     assert len(registry) == count
 
 
-def test_background_queue_full_drops_and_counts_without_blocking(own_redis: Any, caplog: Any) -> None:
-    """Redis frozen: the publisher thread is stuck, its queue fills, and submit() still never waits."""
+def test_unconfirmed_events_are_bounded_dropped_and_counted_without_blocking(own_redis: Any, caplog: Any) -> None:
+    """Redis frozen: nothing confirms the events sent, the bound fills, and publishing still never waits."""
     import signal
     import time
 
     from django.test import override_settings
 
-    from supergraph_messaging.events import BackgroundPublisher, counters
+    from supergraph_messaging.events import counters, publisher
+    from supergraph_messaging.signals import event_published
 
-    publisher = BackgroundPublisher(maxsize=5)
-    before = counters["dropped"]
-    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url, "SOCKET_TIMEOUT": 2.0}):
+    confirmed: list[Any] = []
+
+    def receiver(sender: Any, channel: str, payload: dict[str, Any], **kw: Any) -> None:
+        if channel == "frozen.events":
+            confirmed.append(payload["n"])
+
+    before = dict(counters)
+    settings = {"REDIS_URL": own_redis.url, "SOCKET_TIMEOUT": 2.0, "PUBLISH_QUEUE_SIZE": 5}
+    event_published.connect(receiver)
+    with override_settings(SUPERGRAPH_MESSAGING=settings):
+        publisher.publish("frozen.events", {"n": -1})  # connected before the freeze
+        assert publisher.flush(5)
         own_redis.process.send_signal(signal.SIGSTOP)
         try:
             worst = 0.0
             for i in range(50):
                 t0 = time.perf_counter()
-                publisher.submit("frozen.events", {"n": i, "_meta": {"event_id": f"e{i}"}})
+                publisher.publish("frozen.events", {"n": i, "_meta": {"event_id": f"e{i}"}})
                 worst = max(worst, time.perf_counter() - t0)
         finally:
             own_redis.process.send_signal(signal.SIGCONT)
-        publisher.flush(10)
-    dropped = counters["dropped"] - before
-    print(f"\n50 events into a queue of 5 with Redis frozen: {dropped} dropped, slowest submit {worst * 1000:.2f} ms")
-    assert dropped >= 40
-    assert worst < 0.5  # never the 2 s socket timeout of the stuck publisher
+        assert publisher.flush(10)
+    event_published.disconnect(receiver)
+    dropped = counters["dropped"] - before["dropped"]
+    print(f"\n50 events, at most 5 unconfirmed, Redis frozen: {dropped} dropped, slowest publish {worst * 1000:.2f} ms")
+    assert dropped == 45 and confirmed == [-1, 0, 1, 2, 3, 4]
+    assert worst < 0.5  # never the 2 s socket timeout
     assert "Dropped event e49 on 'frozen.events'" in caplog.text
+
+
+def test_first_event_after_a_redis_restart_is_published(own_redis: Any) -> None:
+    from django.test import override_settings
+
+    from supergraph_messaging.events import counters, publisher
+
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):
+        conn = own_redis.client()
+        for round_ in range(3):
+            pubsub = conn.pubsub()
+            pubsub.subscribe("restart.events")
+            assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+            published = counters["published"]
+            publisher.publish("restart.events", {"round": round_})
+            assert publisher.flush(5)
+            assert counters["published"] - published == 1
+            message = pubsub.get_message(timeout=2)
+            assert message is not None and message["data"] == b'{"round":%d}' % round_
+            pubsub.close()
+            own_redis.restart()
 
 
 def test_event_publishing_goes_through_the_breaker(own_redis: Any, caplog: Any) -> None:
