@@ -25,6 +25,8 @@ def test_admin_in_a_browser(live_server: Any, browser_page: Any, redis_conn: Any
     redis_conn.set("camera:mac:BB", json.dumps({"id": 2, "model": "Dahua"}))
     redis_conn.set("camera:mac:CC", json.dumps({"id": 3}))
     redis_conn.set("user:1", json.dumps({"name": "ann"}))
+    long_key = "camera:mac:" + "L" * 300
+    redis_conn.set(long_key, json.dumps({"blob": "x" * 2000}))
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/supergraph_messaging/cachekey/")
     page.fill("#id_username", "admin")
@@ -32,7 +34,12 @@ def test_admin_in_a_browser(live_server: Any, browser_page: Any, redis_conn: Any
     page.click("input[type=submit]")
     page.wait_for_selector("#result_list")
     shot(page, "admin-01-keys")
-    assert page.locator("a.key-link").count() == 4
+    assert page.locator("a.key-link").count() == 5
+    # Long keys and values wrap inside the table: the page never scrolls sideways at 1280 px.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert "REDIS MEMORY (BYTES)" in page.inner_text("#result_list thead").upper()
+    assert page.inner_text(".breadcrumbs").count("Cache keys") == 1
+    redis_conn.delete(long_key)
 
     page.fill("#q", "camera:*")
     page.click("#search input[type=submit]")
