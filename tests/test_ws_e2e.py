@@ -185,3 +185,51 @@ async def test_slow_client_closed_4008_others_served(redis_server: RedisServer) 
     log = server.proc.stderr.read()
     assert "with code 4008 (client too slow)" in log, log[-2000:]
     assert len(set(re.findall(r"connection (\w+) with code 4008", log))) == 1  # never the fast client
+
+
+async def test_redis_restart_with_worker_daphne_and_an_idle_hub(own_redis: RedisServer) -> None:
+    """Kill + restart Redis three times while messaging_listen and daphne (its hub idle) run.
+
+    Counted after each restart: invalidations lost (the first one after the restart included),
+    and how long the first subscribe takes to be answered.
+    """
+    from tests.conftest import manage
+
+    env = {"SGM_TEST_REDIS_PORT": str(own_redis.port)}
+    worker = manage("messaging_listen", **env)
+    server = Daphne(own_redis.port)
+    lost, answers = 0, []
+    try:
+        async with server.connect() as ws:  # the hub starts, then goes idle
+            await handshake(ws, [("warm", "CameraEvents", {})])
+            await ws.send(json.dumps({"id": "warm", "type": "complete"}))
+        for round_ in range(3):
+            await asyncio.to_thread(own_redis.restart)
+            conn = own_redis.client()
+            async with asyncio.timeout(10):
+                while conn.pubsub_numsub("camera.updated")[0][1] != 1:
+                    await asyncio.sleep(0.02)
+            keys = [f"camera:mac:R{round_}-{i}" for i in range(5)]
+            conn.mset({k: "stale" for k in keys})
+            for i in range(5):
+                conn.publish("camera.updated", json.dumps({"mac_address": f"R{round_}-{i}"}))
+            deadline = time.monotonic() + 3
+            while conn.exists(*keys) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            lost += conn.exists(*keys)
+            async with server.connect() as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                started = time.monotonic()
+                await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"entity": "CameraEvents"}}))
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                answers.append((reply["type"], time.monotonic() - started))
+            conn.close()
+    finally:
+        server.stop()
+        worker.terminate()
+        worker.wait(10)
+    print(f"\n3 Redis restarts: {lost} of 15 invalidations lost; first subscribe after each: "
+          + ", ".join(f"{kind} in {seconds * 1000:.0f} ms" for kind, seconds in answers))
+    assert lost == 0
+    assert all(kind == "subscribed" and seconds < 1.0 for kind, seconds in answers)
