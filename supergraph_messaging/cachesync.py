@@ -58,6 +58,7 @@ class CacheSync:
                 model._meta.get_field(root)
             except FieldDoesNotExist as exc:
                 raise TypeError(f"CacheSync({label}, key={key!r}): {root!r} is not a field.") from exc
+        self.disconnect()  # a CacheSync of the same model and key registered before is replaced
         uid = f"supergraph_cachesync:{label}:{key}"
         pre_save.connect(self._pre_save, sender=model, weak=False, dispatch_uid=uid)
         post_save.connect(self._post_save, sender=model, weak=False, dispatch_uid=uid)

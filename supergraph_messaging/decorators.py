@@ -335,7 +335,8 @@ def redis_cache(
 
     def decorator(func: Callable[P, R]) -> CachedCallable[P, R]:
         cached = CachedFunction(func, key, ttl, cache_none)
-        register(Registration(cached.template, channels, cached.binder.func_name, ttl=ttl))
+        source = f"{getattr(func, '__module__', '?')}.{cached.binder.func_name}"
+        register(Registration(cached.template, channels, source, ttl=ttl))
         wrapper: CachedCallable[P, R] = CachedCallable(cached)
         if inspect.iscoroutinefunction(func):
             markcoroutinefunction(wrapper)

@@ -95,3 +95,17 @@ def test_write_failed_during_an_outage_leaves_no_stale_key(redis_server: Any, re
         while redis_conn.exists("camera:mac:OUT") and time.monotonic() < deadline:
             time.sleep(0.02)
     assert not redis_conn.exists("camera:mac:OUT"), "the pre-outage value survived the outage"
+
+
+def test_registering_again_replaces_the_earlier_cachesync(redis_conn: Any) -> None:
+    from supergraph_messaging.invalidation import templates
+
+    first = CacheSync(Camera, key="camera:twice:{mac_address}", fields=["id"])
+    second = CacheSync(Camera, key="camera:twice:{mac_address}", fields=["mac_address"])
+    try:
+        Camera.objects.create(mac_address="TW")
+        assert json.loads(redis_conn.get("camera:twice:TW")) == {"mac_address": "TW"}
+        assert sum(r.template.template == "camera:twice:{mac_address}" for r in templates) == 1
+    finally:
+        second.disconnect()
+        first.disconnect()

@@ -208,3 +208,14 @@ def test_decorated_functions_keep_their_identity() -> None:
 
     assert f.__name__ == "f" and f.__doc__ == "Doc." and list(inspect.signature(f).parameters) == ["x"]
     assert iscoroutinefunction(af) and not iscoroutinefunction(f)
+
+
+def test_redefining_a_cached_function_replaces_its_template() -> None:
+    from supergraph_messaging.invalidation import templates
+
+    for _ in range(3):
+        @redis_cache(key="redef:{x}", invalidate_on=["redef.changed"])
+        def redefined(x: int) -> int:
+            return x
+
+    assert sum(r.template.template == "redef:{x}" for r in templates) == 1
