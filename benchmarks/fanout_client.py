@@ -27,7 +27,7 @@ async def client(url: str, origin: str, stats: dict, ready: asyncio.Event, count
             message = json.loads(raw)
             kind = message["type"]
             if kind == "ping":
-                await ws.send('{"type":"pong"}')
+                await ws.send(json.dumps({"type": "pong", "payload": message.get("payload")}))
                 continue
             if kind != "next":
                 continue

@@ -7,12 +7,16 @@ so ``CacheManager(prefix="camera").set("mac:AA", v)`` and
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 from .conf import conf
 from .connection import RedisClient, get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob, full_key, lease_key
-from .serialization import dumps, loads
+from .serialization import UNDECODABLE, decode_or_undecodable, dumps
+
+logger = logging.getLogger("supergraph_messaging.cache")
+_reported_undecodable: list[str] = []  # the first key only: one warning per process
 
 SCAN_COUNT: Final = 10_000
 UNLINK_BATCH: Final = 1_000
@@ -69,12 +73,23 @@ class CacheManager:
     def _relative(self, raw: bytes) -> str:
         return raw.decode()[len(full_key("", self.prefix)) :]
 
+    def _decode(self, raw: bytes | str, key: str, default: Any) -> Any:
+        """An undecodable value (not JSON: another writer, damage) reads as missing, logged once."""
+        value = decode_or_undecodable(raw)
+        if value is UNDECODABLE:
+            if not _reported_undecodable:
+                _reported_undecodable.append(key)
+                logger.warning("%r holds a value that is not JSON (%d bytes, starting %r); read as missing.",
+                               self.key(key), len(raw), raw[:20])
+            return default
+        return value
+
     # -- sync ---------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         client = self.client
         with client.boundary:
             raw = client.redis.get(self.key(key))
-        return default if raw is None else loads(raw)
+        return default if raw is None else self._decode(raw, key, default)
 
     def set(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         """Write ``value``; also cancels any fill in progress (its lease)."""
@@ -123,7 +138,7 @@ class CacheManager:
         client = self.client
         with client.boundary:
             raw = await client.aredis.get(self.key(key))
-        return default if raw is None else loads(raw)
+        return default if raw is None else self._decode(raw, key, default)
 
     async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)

@@ -129,6 +129,17 @@ SETTINGS: dict[str, Setting] = {
                                 doc="Server ping interval; 0 or None: never."),
     "WS_PONG_TIMEOUT": Setting(20.0, NUMBER, is_positive_number,
                                doc="No pong within this closes with 4008."),
+    "WS_MAX_BUFFERED_BYTES": Setting(4 * 1024 * 1024, "a positive integer", is_positive_int,
+                                     doc="Bytes sent to a connection and not yet acknowledged by a pong; "
+                                         "over it: 4008 (needs pings: WS_PING_INTERVAL > 0)."),
+    "WS_MAX_EVENT_BYTES": Setting(256 * 1024, "a positive integer", is_positive_int,
+                                  doc="Largest event delivered over a WebSocket; a larger one becomes a gap."),
+    "WS_MAX_FIELDS": Setting(100, "a positive integer", is_positive_int,
+                             doc="Most names in a subscription's `fields`."),
+    "WS_AUTH_RECHECK_INTERVAL": Setting(60.0, "a number of seconds >= 0 (0 or None: only on subscribe)",
+                                        is_optional_non_negative,
+                                        doc="How often an open connection's user is checked again (0: only on "
+                                            "subscribe)."),
     "WS_ALLOWED_ORIGINS": Setting(None, "None or a list of origins like 'https://app.example.com:8443'",
                                   is_optional_origin_list,
                                   doc="Exact origins allowed on /subscribe; None: any origin whose host is "
@@ -305,6 +316,22 @@ class Settings:
     @property
     def ws_pong_timeout(self) -> float:
         return float(self._get("WS_PONG_TIMEOUT"))
+
+    @property
+    def ws_max_buffered_bytes(self) -> int:
+        return int(self._get("WS_MAX_BUFFERED_BYTES"))
+
+    @property
+    def ws_max_event_bytes(self) -> int:
+        return int(self._get("WS_MAX_EVENT_BYTES"))
+
+    @property
+    def ws_max_fields(self) -> int:
+        return int(self._get("WS_MAX_FIELDS"))
+
+    @property
+    def ws_auth_recheck_interval(self) -> float:
+        return float(self._get("WS_AUTH_RECHECK_INTERVAL") or 0)
 
     @property
     def ws_allowed_origins(self) -> tuple[str, ...] | None:

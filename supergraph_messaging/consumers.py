@@ -23,8 +23,9 @@ from django.utils.module_loading import import_string
 
 from .conf import conf
 from .connection import REDIS_ERRORS
+from .flow import FlowControl
 from .hub import Route, get_hub
-from .subscriptions import FilterError, get_subscription
+from .subscriptions import FilterError, Subscription, get_subscription
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -83,17 +84,54 @@ def _drf_token_user(token: str) -> Any:
 
 
 class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Read frames as they arrive (rate counted on arrival), and always release the routes.
+
+        Channels reads the next frame only after the previous one was
+        handled, so a slow ``subscribe`` made a client's spaced frames look
+        like a burst. A reader task takes them off the socket at once and
+        counts them there; past the limit it stops reading and closes 4429.
+        """
+        arrivals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reader = asyncio.get_running_loop().create_task(self._read_frames(receive, arrivals))
+        try:
+            await super().__call__(scope, arrivals.get, send)
+        finally:
+            reader.cancel()
+            self._release_routes()
+
+    @staticmethod
+    async def _read_frames(receive: Any, arrivals: asyncio.Queue[dict[str, Any]]) -> None:
+        window_start, count, limit = time.monotonic(), 0, conf.ws_max_messages_per_second
+        while True:
+            message = await receive()
+            if message.get("type") == "websocket.receive":
+                now = time.monotonic()
+                if now - window_start >= 1.0:
+                    window_start, count = now, 0
+                count += 1
+                if count > limit:
+                    arrivals.put_nowait({"type": "sgm.rate_exceeded"})
+                    message = await receive()
+                    while message.get("type") != "websocket.disconnect":
+                        message = await receive()  # drop the rest unread; the close is on its way
+            arrivals.put_nowait(message)
+            if message.get("type") == "websocket.disconnect":
+                return
+
+    async def sgm_rate_exceeded(self, message: dict[str, Any]) -> None:
+        self.abort(TOO_MANY)
+
     async def connect(self) -> None:
         self.connection_id = uuid.uuid4().hex
         self.user: Any = self.scope.get("user") or AnonymousUser()
+        self.token: str | None = None
         self.acked = False
         self.closing = False
         self.routes: dict[str, Route] = {}
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=conf.ws_queue_size)
-        self.window_start = time.monotonic()
-        self.window_count = 0
-        self.awaiting_pong_since: float | None = None
-        self.pinger: asyncio.Task[None] | None = None
+        self.flow = FlowControl(conf.ws_max_buffered_bytes)
+        self.tasks: list[asyncio.Task[None]] = []
         loop = asyncio.get_running_loop()
         self.sender = loop.create_task(self._send_loop())
         self.init_timer = loop.call_later(conf.ws_init_timeout, self._init_timed_out)
@@ -102,22 +140,37 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     async def disconnect(self, code: int) -> None:
         self.closing = True
         self.init_timer.cancel()
+        self._release_routes()
+        for task in (self.sender, *self.tasks):
+            task.cancel()
+
+    def _release_routes(self) -> None:
+        routes = getattr(self, "routes", None)
+        if not routes:
+            return
         hub = get_hub()
-        for route in self.routes.values():
+        for route in routes.values():
             hub.remove(route)
-        self.routes.clear()
-        for task in (self.sender, self.pinger):
-            if task is not None:
-                task.cancel()
+        routes.clear()
 
     # -- outgoing -----------------------------------------------------------
     def enqueue(self, text: str) -> None:
+        """Queue a frame; a client over its unacknowledged-bytes budget or queue is closed with 4008."""
         if self.closing:
+            return
+        pinging = bool(conf.ws_ping_interval)
+        if not self.flow.on_send(len(text)) and pinging:
+            logger.info("WebSocket %s has %d bytes unacknowledged (budget %d).", self.connection_id,
+                        self.flow.in_flight, self.flow.budget)
+            self.abort(TOO_SLOW)
             return
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.abort(TOO_SLOW)
+            return
+        if pinging and self.acked and self.flow.wants_ping():
+            self._send_ping()
 
     async def _send_loop(self) -> None:
         while True:
@@ -131,10 +184,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.closing = True
         logger.info("Closing WebSocket connection %s with code %d (%s).", self.connection_id, code,
                     _REASONS.get(code, "protocol"))
-        hub_routes = list(self.routes.values())
-        self.routes.clear()
-        for route in hub_routes:
-            get_hub().remove(route)
+        self._release_routes()
         asyncio.get_running_loop().create_task(self.close(code=code))
 
     def _init_timed_out(self) -> None:
@@ -143,19 +193,20 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
 
     # -- Sink (called by the hub) ---------------------------------------------
     def deliver(self, route: Route, channel: str, data_json: str) -> None:
+        if len(data_json) > conf.ws_max_event_bytes:
+            # Never the bytes: a huge event would be queued once per subscription.
+            self.gap(route, "event_too_large")
+            return
         # The event's JSON was encoded once by the hub for every route; splice it in.
         head = _dumps({"id": route.sub_id, "type": "next", "payload": {"entity": route.entity, "channel": channel}})
         self.enqueue(f'{head[:-2]},"data":{data_json}}}}}')
 
-    def gap(self, route: Route) -> None:
-        self.enqueue(_dumps({"id": route.sub_id, "type": "gap", "payload": {"reason": "reconnected"}}))
+    def gap(self, route: Route, reason: str = "reconnected") -> None:
+        self.enqueue(_dumps({"id": route.sub_id, "type": "gap", "payload": {"reason": reason}}))
 
     # -- incoming -----------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
-            return
-        if self._rate_exceeded():
-            self.abort(TOO_MANY)
             return
         if text_data is None or len(text_data.encode()) > conf.ws_max_message_bytes:
             self.abort(MALFORMED)
@@ -172,14 +223,14 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if handler is None:
             self.abort(MALFORMED)
             return
-        await handler(message)
-
-    def _rate_exceeded(self) -> bool:
-        now = time.monotonic()
-        if now - self.window_start >= 1.0:
-            self.window_start, self.window_count = now, 0
-        self.window_count += 1
-        return self.window_count > conf.ws_max_messages_per_second
+        try:
+            await handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Whatever a frame does, it never crashes the connection with 1011 and a traceback.
+            logger.exception("Handling a %r frame on WebSocket %s failed.", message["type"], self.connection_id)
+            self.abort(MALFORMED)
 
     async def on_connection_init(self, message: dict[str, Any]) -> None:
         if self.acked:
@@ -191,15 +242,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         token = payload.get("token")
         if token is not None:
-            try:
-                user = await authenticate_token(token) if isinstance(token, str) and token else None
-            except Exception:
-                logger.exception("WS_TOKEN_AUTHENTICATOR %r failed; refusing the token.", conf.ws_token_authenticator)
-                user = None
+            user = await self._token_user(token)
             if user is None:
                 self.abort(FORBIDDEN)
                 return
-            self.user = user
+            self.user, self.token = user, token
         self.acked = True
         self.init_timer.cancel()
         self.enqueue(_dumps({"type": "connection_ack", "payload": {
@@ -210,26 +257,86 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 "max_in_values": conf.ws_max_in_values,
             },
         }}))
+        loop = asyncio.get_running_loop()
         if conf.ws_ping_interval:
-            self.pinger = asyncio.get_running_loop().create_task(self._ping_loop())
+            self.tasks.append(loop.create_task(self._ping_loop()))
+        if conf.ws_auth_recheck_interval:
+            self.tasks.append(loop.create_task(self._recheck_loop()))
+
+    async def _token_user(self, token: Any) -> Any:
+        if not isinstance(token, str) or not token:
+            return None
+        try:
+            return await authenticate_token(token)
+        except Exception:
+            logger.exception("WS_TOKEN_AUTHENTICATOR %r failed; refusing the token.", conf.ws_token_authenticator)
+            return None
 
     async def on_ping(self, message: dict[str, Any]) -> None:
-        self.enqueue(_dumps({"type": "pong"}))
+        payload = message.get("payload")
+        self.enqueue(_dumps({"type": "pong", "payload": payload} if isinstance(payload, dict) else {"type": "pong"}))
 
     async def on_pong(self, message: dict[str, Any]) -> None:
-        self.awaiting_pong_since = None
+        payload = message.get("payload")
+        # Only a pong echoing an outstanding ping's id acknowledges anything; others are ignored.
+        self.flow.on_pong(payload.get("id") if isinstance(payload, dict) else None)
+
+    def _send_ping(self) -> None:
+        self.enqueue(_dumps({"type": "ping", "payload": {"id": self.flow.new_ping()}}))
 
     async def _ping_loop(self) -> None:
-        interval = conf.ws_ping_interval
+        interval, timeout = conf.ws_ping_interval, conf.ws_pong_timeout
+        tick = min(interval, timeout) / 2
+        last_ping = time.monotonic()
+        while not self.closing:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            oldest = self.flow.oldest_unanswered()
+            if oldest is not None and now - oldest > timeout:
+                self.abort(TOO_SLOW)
+                return
+            if oldest is None and now - last_ping >= interval:
+                last_ping = now
+                self._send_ping()
+
+    # -- access that ends when it should --------------------------------------
+    async def _current_user(self) -> Any:
+        """The user as the session or token says now (logged out, deactivated: anonymous)."""
+        if self.token is not None:
+            return await self._token_user(self.token) or AnonymousUser()
+        session = self.scope.get("session")
+        if session is None or not getattr(session, "session_key", None):
+            return self.user
+        return await database_sync_to_async(_session_user)(session.session_key)
+
+    async def _refresh_user(self) -> None:
+        user = await self._current_user()
+        if _same_user(user, self.user):
+            return
+        self.user = user
+        for sub_id, route in list(self.routes.items()):
+            subscription = get_subscription(route.entity)
+            try:
+                allowed = subscription is not None and await database_sync_to_async(subscription.has_permission)(user)
+            except Exception:
+                logger.exception("A permission check raised while re-checking %r.", sub_id)
+                allowed = False
+            if not allowed:
+                self.routes.pop(sub_id, None)
+                get_hub().remove(route)
+                self._error(sub_id, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
+                self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
+
+    async def _recheck_loop(self) -> None:
+        interval = conf.ws_auth_recheck_interval
         while not self.closing:
             await asyncio.sleep(interval)
-            if self.awaiting_pong_since is not None:
-                if time.monotonic() - self.awaiting_pong_since > conf.ws_pong_timeout:
-                    self.abort(TOO_SLOW)
-                    return
-                continue
-            self.awaiting_pong_since = time.monotonic()
-            self.enqueue(_dumps({"type": "ping"}))
+            try:
+                await self._refresh_user()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Re-checking the user of WebSocket %s failed.", self.connection_id)
 
     def _error(self, sub_id: str, code: str, text: str) -> None:
         self.enqueue(_dumps({"id": sub_id, "type": "error", "payload": [{"code": code, "message": text}]}))
@@ -254,6 +361,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if subscription is None:
             self._error(sub_id, "unknown_entity", f"Unknown entity {entity!r}.")
             return
+        fields, problem = _parse_fields(subscription, payload.get("fields"))
+        if problem:
+            self._error(sub_id, "invalid_fields", problem)
+            return
+        await self._refresh_user()  # access is decided by the user as of now, not as of connect
         try:
             allowed = await database_sync_to_async(subscription.has_permission)(self.user)
             if not allowed:
@@ -272,12 +384,12 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                              _qualname(subscription), sub_id)
             self._error(sub_id, "server_error", f"{subscription.entity} could not be subscribed (server error).")
             return
-        fields = payload.get("fields")
-        if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
-            self._error(sub_id, "invalid_fields", "fields must be a list of field names.")
+        route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions, fields)
+        twin = next((other for other in self.routes.values() if other.same_as(route)), None)
+        if twin is not None:
+            self._error(sub_id, "duplicate_subscription",
+                        f"Subscription {twin.sub_id!r} on this connection is identical.")
             return
-        route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions,
-                      tuple(fields) if fields is not None else None)
         self.routes[sub_id] = route
         try:
             await get_hub().add(route)
@@ -300,6 +412,42 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         route = self.routes.pop(sub_id, None)
         if route is not None:
             get_hub().remove(route)
+
+
+def _parse_fields(subscription: type[Subscription], raw: Any) -> tuple[tuple[str, ...] | None, str]:
+    """(fields, "") or (None, the problem): a bounded list of names the Subscription allows."""
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, list) or not all(isinstance(f, str) and 0 < len(f) <= 128 for f in raw):
+        return None, "fields must be a list of field names."
+    names = tuple(dict.fromkeys(raw))
+    if len(names) > conf.ws_max_fields:
+        return None, f"fields lists {len(names)} names; the limit is {conf.ws_max_fields}."
+    allowed = subscription.fields
+    if allowed is not None:
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            return None, f"{subscription.entity} has no field {unknown[0]!r}; fields: {', '.join(allowed)}."
+    return names, ""
+
+
+def _session_user(session_key: str) -> Any:
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import get_user
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+
+    class _Request:
+        session = store
+
+    return get_user(_Request())  # type: ignore[arg-type]  # get_user needs only .session
+
+
+def _same_user(a: Any, b: Any) -> bool:
+    return bool(getattr(a, "pk", None) == getattr(b, "pk", None) and getattr(a, "is_active", True)
+                and getattr(a, "is_authenticated", False) == getattr(b, "is_authenticated", False))
 
 
 _TYPES = frozenset({"connection_init", "ping", "pong", "subscribe", "complete"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import os
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -29,15 +30,23 @@ from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import CacheKeyError
 from .invalidation import Registration, register
 from .keys import KeyTemplate, full_key, lease_key
-from .serialization import dumps, loads
+from .serialization import UNDECODABLE, decode_or_undecodable, dumps, loads
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
 S = TypeVar("S")
 
+logger = logging.getLogger("supergraph_messaging.cache")
+
 WAIT_MIN = 0.002
 WAIT_MAX = 0.05
+#: Waiting for another process's fill: this many times the function's recent duration, at least
+#: MIN_HOLDER_WAIT, and COLD_HOLDER_WAIT while this process has not timed the function yet (never
+#: more than LEASE_TTL). A holder killed mid-fill then costs the waiters a short wait, not the TTL.
+HOLDER_WAIT_FACTOR = 4
+MIN_HOLDER_WAIT = 0.05
+COLD_HOLDER_WAIT = 1.0
 
 
 def _token() -> str:
@@ -68,6 +77,8 @@ class CachedFunction:
         self.ttl = ttl
         self.cache_none = cache_none
         self.name = self.template.template
+        self.reported_undecodable = False
+        self.recent_duration: float | None = None  # moving average of the function's run time, seconds
         unknown = [r for r in self.template.roots if r not in self.binder.signature.parameters]
         if unknown and not self.binder.var_keyword:
             raise TypeError(
@@ -126,10 +137,12 @@ class CachedFunction:
                 if breaker.failing:
                     breaker.record_success()
                 if raw is not None:
-                    stats.incr(self.name, "hits")
-                    return loads(raw)
+                    value = self._decode(raw, key)
+                    if value is not UNDECODABLE:
+                        stats.incr(self.name, "hits")
+                        return value
                 stats.incr(self.name, "misses")
-                return self._drive(self._fill_steps(key), client, args, kwargs)
+                return self._drive(self._fill_steps(key, raw), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(self.func(*args, **kwargs)))
 
@@ -171,10 +184,12 @@ class CachedFunction:
                 if breaker.failing:
                     breaker.record_success()
                 if raw is not None:
-                    stats.incr(self.name, "hits")
-                    return loads(raw)
+                    value = self._decode(raw, key)
+                    if value is not UNDECODABLE:
+                        stats.incr(self.name, "hits")
+                        return value
                 stats.incr(self.name, "misses")
-                return await self._adrive(self._fill_steps(key), client, args, kwargs)
+                return await self._adrive(self._fill_steps(key, raw), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(await self.func(*args, **kwargs)))
 
@@ -205,7 +220,26 @@ class CachedFunction:
                     reply = UNAVAILABLE
 
     # -- the lease protocol, written once for both drivers ------------------
-    def _fill_steps(self, key: str) -> Generator[Step, Any, Any]:
+    def _holder_wait(self) -> float:
+        recent = self.recent_duration
+        wait = COLD_HOLDER_WAIT if recent is None else max(MIN_HOLDER_WAIT, HOLDER_WAIT_FACTOR * recent)
+        return min(conf.lease_ttl, wait)
+
+    def _timed(self, seconds: float) -> None:
+        recent = self.recent_duration
+        self.recent_duration = seconds if recent is None else 0.8 * recent + 0.2 * seconds
+
+    def _decode(self, raw: bytes | str, key: str) -> Any:
+        """The cached value, or UNDECODABLE (logged once per function): then it is a miss, overwritten."""
+        value = decode_or_undecodable(raw)
+        if value is UNDECODABLE and not self.reported_undecodable:
+            self.reported_undecodable = True
+            logger.warning("@redis_cache(%r): %r holds a value that is not JSON (%d bytes, starting %r); "
+                           "treated as a miss and overwritten. Is another writer using this key?",
+                           self.name, key, len(raw), raw[:20])
+        return value
+
+    def _fill_steps(self, key: str, garbage: bytes | str | None = None) -> Generator[Step, Any, Any]:
         """The fill of a missed ``key``, as steps: ("script", src, keys, args), ("sleep", s), ("call",).
 
         The sync and async drivers above execute the steps; the lease logic
@@ -214,8 +248,10 @@ class CachedFunction:
         The function runs at most once per call, whatever Redis does.
         """
         lease, token = lease_key(key), _token()
+        if garbage is not None:
+            yield ("script", scripts.DISCARD, [key], [garbage])
         lease_ms = int(conf.lease_ttl * 1000)
-        deadline = time.monotonic() + conf.lease_ttl
+        deadline = time.monotonic() + self._holder_wait()
         delay = WAIT_MIN
         while True:
             reply = yield ("script", scripts.ACQUIRE, [key, lease], [token, lease_ms])
@@ -223,7 +259,13 @@ class CachedFunction:
                 stats.incr(self.name, "bypassed")
                 return loads(self._encode((yield ("call",))))
             if reply[0] == 1:
-                return loads(reply[1])  # another filler finished meanwhile
+                value = self._decode(reply[1], key)
+                if value is not UNDECODABLE:
+                    return value  # another filler finished meanwhile
+                yield ("script", scripts.DISCARD, [key], [reply[1]])
+                if time.monotonic() > deadline:
+                    return loads(self._encode((yield ("call",))))
+                continue
             if reply[0] == 2:
                 break  # the lease is ours
             stats.incr(self.name, "lease_waits")
@@ -232,8 +274,10 @@ class CachedFunction:
                 return loads(self._encode((yield ("call",))))
             yield ("sleep", delay)
             delay = min(delay * 2, WAIT_MAX)
+        started = time.monotonic()
         try:
             result = yield ("call",)
+            self._timed(time.monotonic() - started)
             encoded = self._encode(result)
         except BaseException:
             yield ("script", scripts.RELEASE, [lease], [token])
@@ -323,12 +367,17 @@ def redis_cache(
     ttl: TTL = DEFAULT,
     invalidate_on: Iterable[str] = (),
     cache_none: bool = False,
+    invalidate_on_missing: str = "pattern",
 ) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
     """Cache a function's JSON-able result in Redis under ``key`` (a template).
 
     ``ttl`` omitted uses ``DEFAULT_TTL``; ``ttl=None`` never expires.
-    ``invalidate_on`` channels delete the key when their events arrive.
+    ``invalidate_on`` channels delete the key when their events arrive; an
+    event missing a placeholder invalidates every key of the template by
+    pattern, or nothing with ``invalidate_on_missing="skip"``.
     """
+    if invalidate_on_missing not in ("pattern", "skip"):
+        raise ValueError(f"invalidate_on_missing must be 'pattern' or 'skip', not {invalidate_on_missing!r}.")
     if isinstance(invalidate_on, str):
         invalidate_on = [invalidate_on]
     channels = tuple(invalidate_on)
@@ -336,7 +385,7 @@ def redis_cache(
     def decorator(func: Callable[P, R]) -> CachedCallable[P, R]:
         cached = CachedFunction(func, key, ttl, cache_none)
         source = f"{getattr(func, '__module__', '?')}.{cached.binder.func_name}"
-        register(Registration(cached.template, channels, source, ttl=ttl))
+        register(Registration(cached.template, channels, source, ttl=ttl, on_missing=invalidate_on_missing))
         wrapper: CachedCallable[P, R] = CachedCallable(cached)
         if inspect.iscoroutinefunction(func):
             markcoroutinefunction(wrapper)

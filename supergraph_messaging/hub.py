@@ -26,7 +26,7 @@ _HASHABLE = (str, int, float, bool, type(None))
 class Sink(Protocol):
     def deliver(self, route: Route, channel: str, data_json: str) -> None: ...
 
-    def gap(self, route: Route) -> None: ...
+    def gap(self, route: Route, reason: str = "reconnected") -> None: ...
 
 
 class Route:
@@ -45,6 +45,11 @@ class Route:
         self.index = _pick_index(conditions)
         #: The subscriber connection this route went live on (-1: not live yet).
         self.generation = -1
+
+    def same_as(self, other: Route) -> bool:
+        """Whether ``other`` would deliver exactly the same frames (a duplicate on one connection)."""
+        return (self.entity == other.entity and self.fields == other.fields
+                and sorted(map(repr, self.conditions)) == sorted(map(repr, other.conditions)))
 
     def matches(self, data: Any) -> bool:
         if not self.conditions:

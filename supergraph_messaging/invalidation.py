@@ -8,14 +8,16 @@ pattern, with the payload's values glob-escaped.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import stats
 from .cache import CacheManager
-from .keys import KeyTemplate
+from .keys import KeyTemplate, escape_glob
 from .pubsub import get_global_subscriber
 
 logger = logging.getLogger("supergraph_messaging.cache")
@@ -28,6 +30,8 @@ class Registration:
     source: str
     kind: str = "redis_cache"
     ttl: Any = None
+    #: "pattern": a placeholder missing from an event invalidates by pattern; "skip": nothing.
+    on_missing: str = "pattern"
 
 
     @property
@@ -37,17 +41,17 @@ class Registration:
 
 #: Every cache template the process knows (decorators and CacheSyncs), for the admin and /__schema.
 templates: list[Registration] = []
-_by_channel: dict[str, list[KeyTemplate]] = {}
+_by_channel: dict[str, list[tuple[KeyTemplate, str]]] = {}
 
 
 def register(registration: Registration) -> None:
     """Add a template; registering the same (kind, source, template) again replaces it."""
     templates[:] = [r for r in templates if r.identity != registration.identity]
     templates.append(registration)
-    wanted: dict[str, list[KeyTemplate]] = {}
+    wanted: dict[str, list[tuple[KeyTemplate, str]]] = {}
     for known in templates:
         for channel in known.channels:
-            wanted.setdefault(channel, []).append(known.template)
+            wanted.setdefault(channel, []).append((known.template, known.on_missing))
     subscriber = get_global_subscriber()
     for channel in wanted.keys() - _by_channel.keys():
         subscriber.on(channel)(_on_event)
@@ -57,34 +61,93 @@ def register(registration: Registration) -> None:
     _by_channel.update(wanted)
 
 
-def keys_for(template: KeyTemplate, payload: Any) -> tuple[set[str], set[str]]:
-    """(exact keys, glob patterns) that an event with ``payload`` invalidates."""
+#: How many keys one event may name for one template before it is invalidated by pattern instead.
+MAX_FORMS = 32
+_MISSING = object()
+
+
+def value_forms(value: Any) -> list[str] | None:
+    """The strings a reader's key may hold for a payload value; None when no key can come from it.
+
+    A present value is formatted exactly as ``str.format`` formats the reader's
+    argument (``None`` gives ``"None"``, never a pattern). An integral float
+    also gives its integer form, because producers in other languages (and
+    JSON itself) do not keep ``1.0`` apart from ``1`` while a Python reader's
+    ``int`` argument formats as ``"1"``; a boolean also gives ``"1"``/``"0"``
+    and ``"true"``/``"false"``. An extra invalidation costs one miss; a
+    skipped one leaves stale data.
+    """
+    if isinstance(value, (list, dict, tuple, set)):
+        return None
+    if isinstance(value, bool):
+        return [str(value), str(int(value)), str(value).lower()]
+    if isinstance(value, float) and value.is_integer():
+        return [str(value), str(int(value))]
+    return [str(value)]
+
+
+def keys_for(template: KeyTemplate, payload: Any, on_missing: str = "pattern") -> tuple[set[str], set[str]]:
+    """(exact keys, glob patterns) that an event with ``payload`` invalidates for ``template``.
+
+    A placeholder missing from the payload makes the key a pattern (``*`` in its
+    place), or skips the template with ``on_missing="skip"``. A list or object
+    value skips the template (with a warning): no key was built from one.
+    ``_meta.previous`` values build the old key the same way.
+    """
     if not isinstance(payload, Mapping):
-        return set(), {template.pattern()}
-    keys: set[str] = set()
-    patterns: set[str] = set()
-    key = template.try_fill(payload)
-    if key is None:
-        patterns.add(template.pattern(payload))
-    else:
-        keys.add(key)
+        return (set(), set()) if on_missing == "skip" else (set(), {template.pattern()})
+    keys, patterns = _keys_for_values(template, payload, on_missing)
     meta = payload.get("_meta")
     previous = meta.get("previous") if isinstance(meta, Mapping) else None
     if isinstance(previous, Mapping) and previous:
-        old = {**payload, **previous}
-        old_key = template.try_fill(old)
-        if old_key is not None:
-            keys.add(old_key)
-        elif key is not None:
-            patterns.add(template.pattern(old))
+        old_keys, old_patterns = _keys_for_values(template, {**payload, **previous}, on_missing)
+        keys |= old_keys
+        patterns |= old_patterns
     return keys, patterns
+
+
+def _keys_for_values(template: KeyTemplate, values: Mapping[str, Any],
+                     on_missing: str) -> tuple[set[str], set[str]]:
+    literals: list[str] = []
+    choices: list[list[str] | None] = []  # None: a wildcard
+    for literal, field, root in template.parts:
+        literals.append(literal)
+        if field is None:
+            continue
+        value = values.get(root, _MISSING) if field == root else _MISSING
+        if value is _MISSING:
+            if on_missing == "skip":
+                return set(), set()
+            choices.append(None)
+            continue
+        forms = value_forms(value)
+        if forms is None:
+            logger.warning("Skipped invalidating %r: the event's %r is a %s, which no key is built from.",
+                           template.template, root, type(value).__name__)
+            return set(), set()
+        choices.append(forms)
+    combinations = math.prod(len(forms) for forms in choices if forms)
+    if combinations > MAX_FORMS:
+        choices = [forms[:1] if forms else None for forms in choices]  # each value as formatted, only
+    wildcard = any(forms is None for forms in choices)
+    results: set[str] = set()
+    options: list[list[str | None]] = [list(forms) if forms else [None] for forms in choices]
+    for combo in itertools.product(*options):
+        out: list[str] = []
+        for i, literal in enumerate(literals):
+            out.append(escape_glob(literal) if wildcard else literal)
+            if i < len(combo):
+                part = combo[i]
+                out.append("*" if part is None else escape_glob(part) if wildcard else part)
+        results.add("".join(out))
+    return (set(), results) if wildcard else (results, set())
 
 
 async def invalidate_for_event(channel: str, payload: Any) -> int:
     manager = CacheManager()
     deleted = 0
-    for template in _by_channel.get(channel, ()):
-        keys, patterns = keys_for(template, payload)
+    for template, on_missing in _by_channel.get(channel, ()):
+        keys, patterns = keys_for(template, payload, on_missing)
         if keys:
             deleted += await manager.ainvalidate(*keys)
         for pattern in patterns:

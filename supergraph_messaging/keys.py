@@ -52,7 +52,7 @@ class KeyTemplate:
     plain ``str.format`` call.
     """
 
-    __slots__ = ("fields", "roots", "template")
+    __slots__ = ("fields", "parts", "roots", "template")
 
     def __init__(self, template: str) -> None:
         self.template = template
@@ -69,6 +69,11 @@ class KeyTemplate:
                 raise ValueError(f"Key template {template!r}: format specs are not supported.")
             fields.append(field)
         self.fields = tuple(fields)
+        #: (literal, field or None, root of the field or None) in order, for building keys and patterns.
+        self.parts = tuple(
+            (literal, field, re.split(r"[.\[]", field, maxsplit=1)[0] if field is not None else None)
+            for literal, field, _spec, _conv in _formatter.parse(template)
+        )
         self.roots = tuple(dict.fromkeys(re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields))
 
     def __repr__(self) -> str:

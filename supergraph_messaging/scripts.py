@@ -41,7 +41,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (ACQUIRE, FILL, RELEASE)}
+# KEYS: key   ARGV: value  -> delete the key only if it still holds exactly this (undecodable) value
+DISCARD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (ACQUIRE, FILL, RELEASE, DISCARD)}
 
 
 def run(client: redis.Redis, src: str, keys: list[str], args: list[Any]) -> Any:

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-_encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# allow_nan=False: NaN and Infinity are not JSON; browsers and other languages reject them.
+_encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _decode = json.JSONDecoder().decode
 
 
@@ -21,6 +22,8 @@ def dumps(value: Any) -> bytes:
         return _encoder.encode(value).encode()
     except TypeError as exc:
         raise TypeError(f"Value is not JSON serializable: {exc}") from exc
+    except ValueError as exc:  # NaN, Infinity; a circular reference
+        raise ValueError(f"Value is not valid JSON: {exc} (NaN and Infinity have no JSON form).") from exc
 
 
 def loads(raw: bytes | str) -> Any:
@@ -28,6 +31,25 @@ def loads(raw: bytes | str) -> Any:
     if isinstance(raw, bytes):
         raw = raw.decode()
     return _decode(raw)
+
+
+class _Undecodable:
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
+#: What :func:`decode_or_undecodable` returns for bytes that are not our JSON.
+UNDECODABLE: Any = _Undecodable()
+
+
+def decode_or_undecodable(raw: bytes | str) -> Any:
+    """Decode, or :data:`UNDECODABLE` for anything that is not JSON (truncated, binary, too deep,
+    an integer of more digits than Python parses): a value planted or damaged in Redis must never
+    make every reader raise."""
+    try:
+        return loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return UNDECODABLE
 
 
 def roundtrip(value: Any) -> Any:

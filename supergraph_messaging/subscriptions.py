@@ -137,6 +137,8 @@ class Subscription:
     #: Optional field types (``{"camera_id": int, "event_type": str}``): a client filter value
     #: that can never match the declared type is refused at subscribe instead of matching nothing.
     field_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+    #: The event fields a client may ask for with ``fields`` (None: any name, up to ``WS_MAX_FIELDS``).
+    fields: ClassVar[list[str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -107,6 +107,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "a string": [3, None, b"x", ["a"]],
     "the name of a cache in CACHES": [3, None, ["default"]],
     "a number of seconds >= 0, or None (never ping)": [-1, "ten", True, float("nan")],
+    "a number of seconds >= 0 (0 or None: only on subscribe)": [-1, "ten", True, float("inf")],
     "a redis://, rediss:// or unix:// URL, or None": [3, "", ["redis://x"]],
     "a dotted path to callable(token) -> user or None, or None": [3, "", ["a.b"]],
     "None or a list of origins like 'https://app.example.com:8443'": [

@@ -88,7 +88,7 @@ async def next_event(ws: Any, timeout: float = 5) -> dict[str, Any]:
         while True:
             message = json.loads(await ws.recv())
             if message["type"] == "ping":
-                await ws.send('{"type":"pong"}')
+                await ws.send(json.dumps({"type": "pong", "payload": message.get("payload")}))
             elif message["type"] == "next":
                 return message["payload"]  # type: ignore[no-any-return]
 

@@ -104,3 +104,42 @@ def test_no_invalidation_is_lost_after_a_redis_restart(redis_server: Any, redis_
         conn.close()
     print(f"\nstale keys after 3 Redis restarts: {stale}")
     assert stale == 0
+
+
+@pytest.mark.parametrize(("payload", "keys", "patterns"), [
+    ({"tenant_id": 1, "user_id": 5}, {"tenant:1:user:5"}, set()),
+    ({"user_id": 5}, set(), {"tenant:*:user:5"}),  # missing: by pattern (the documented default)
+    ({"tenant_id": None, "user_id": 5}, {"tenant:None:user:5"}, set()),  # null is a value, never a pattern
+    ({"tenant_id": "str", "user_id": 5}, {"tenant:str:user:5"}, set()),
+    ({"tenant_id": [], "user_id": 5}, set(), set()),  # a list builds no key: skipped, not widened
+    ({"tenant_id": {"a": 1}, "user_id": 5}, set(), set()),
+    ({"tenant_id": 1.0, "user_id": 5}, {"tenant:1.0:user:5", "tenant:1:user:5"}, set()),
+    ({"tenant_id": 1, "user_id": True}, {"tenant:1:user:True", "tenant:1:user:1", "tenant:1:user:true"}, set()),
+    ({"tenant_id": 2, "user_id": 5, "_meta": {"previous": {"tenant_id": None}}},
+     {"tenant:2:user:5", "tenant:None:user:5"}, set()),  # a null previous tenant stays in its tenant
+])
+def test_invalidation_payloads_never_cross_tenants(payload: dict, keys: set, patterns: set) -> None:
+    template = KeyTemplate("tenant:{tenant_id}:user:{user_id}")
+    assert keys_for(template, payload) == (keys, patterns)
+
+
+def test_missing_placeholder_can_be_skipped() -> None:
+    template = KeyTemplate("tenant:{tenant_id}:user:{user_id}")
+    assert keys_for(template, {"user_id": 5}, "skip") == (set(), set())
+    assert keys_for(template, {"tenant_id": 1, "user_id": 5}, "skip") == ({"tenant:1:user:5"}, set())
+
+
+def test_the_reader_key_is_what_the_event_deletes(redis_conn: Any) -> None:
+    """For each argument type a reader may pass, the event carrying the same value deletes its key."""
+    from supergraph_messaging import redis_cache
+
+    @redis_cache(key="rk:{tenant_id}:{user_id}")
+    def read(tenant_id: Any, user_id: Any) -> int:
+        return 1
+
+    cases = [(1, 5, {"tenant_id": 1.0, "user_id": 5}), (None, 5, {"tenant_id": None, "user_id": 5}),
+             (True, 5, {"tenant_id": True, "user_id": 5}), ("a b", 5, {"tenant_id": "a b", "user_id": 5})]
+    for tenant, user, payload in cases:
+        read(tenant, user)
+        reader_key = read.key_for(tenant, user)
+        assert reader_key in keys_for(read.cache.template, payload)[0], (tenant, payload)

@@ -24,3 +24,16 @@ def test_roundtrip_and_errors() -> None:
         serialization.dumps({"a": object()})
     with pytest.raises(ValueError):
         serialization.loads(b"{nope")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_refused_with_a_clear_error(bad: float) -> None:
+    with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
+        serialization.dumps({"temperature": bad})
+
+
+def test_publishing_nan_raises_to_the_publisher(redis_conn: object) -> None:
+    from supergraph_messaging import redis_publish
+
+    with pytest.raises(ValueError, match="not valid JSON"):
+        redis_publish("nan.events", {"v": float("nan")})

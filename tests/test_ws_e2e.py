@@ -153,7 +153,7 @@ async def test_slow_client_closed_4008_others_served(redis_server: RedisServer) 
                 while len(latencies) < len(events):
                     message = json.loads(await fast.recv())
                     if message["type"] == "ping":
-                        await fast.send(json.dumps({"type": "pong"}))
+                        await fast.send(json.dumps({"type": "pong", "payload": message.get("payload")}))
                         continue
                     latencies.append(time.time() - message["payload"]["data"]["t"])
             await publisher
@@ -163,8 +163,9 @@ async def test_slow_client_closed_4008_others_served(redis_server: RedisServer) 
                   f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
             async def keep_answering() -> None:
                 while True:
-                    if json.loads(await fast.recv())["type"] == "ping":
-                        await fast.send(json.dumps({"type": "pong"}))
+                    message = json.loads(await fast.recv())
+                    if message["type"] == "ping":
+                        await fast.send(json.dumps({"type": "pong", "payload": message.get("payload")}))
 
             answering = asyncio.create_task(keep_answering())
             await asyncio.sleep(2.5)  # the slow client keeps not reading past the pong timeout

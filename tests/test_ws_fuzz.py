@@ -125,7 +125,7 @@ def test_fuzzed_frames(loop: asyncio.AbstractEventLoop) -> None:
         await aredis_publish("camera.events", {"event_type": "after-fuzz"})
         message = await witness.receive_json_from(timeout=3)
         while message["type"] == "ping":  # a long run: the server checked the witness is alive
-            await witness.send_json_to({"type": "pong"})
+            await witness.send_json_to({"type": "pong", "payload": message.get("payload")})
             message = await witness.receive_json_from(timeout=3)
         assert message["id"] == "w" and message["payload"]["data"] == {"event_type": "after-fuzz"}
         await witness.disconnect()
