@@ -42,7 +42,7 @@ def main() -> None:
 
     def naive(pattern: str) -> float:
         start = time.perf_counter()
-        keys = sorted(k.decode() for k in conn.keys(pattern))[:100]
+        keys = sorted(conn.keys(pattern))[:100]
         rows = keyspace.describe(keys)
         assert rows
         return time.perf_counter() - start

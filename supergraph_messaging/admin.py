@@ -20,7 +20,6 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from . import events, invalidation, keyspace, stats
-from .cache import unlink_matching
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob
@@ -29,6 +28,10 @@ from .pubsub import get_global_subscriber
 from .subscriptions import describe
 
 COUNT_LIMIT = 10_000
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 TEMPLATE_DIR = "admin/supergraph_messaging/"
 
 
@@ -75,6 +78,11 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             change_message=message,
         )
 
+    def _namespace(self, request: HttpRequest) -> keyspace.Namespace:
+        """What this request may see: the app's keys; every key (never sessions) for a superuser who asks."""
+        asked = (request.POST if request.method == "POST" else request.GET).get("all") == "1"
+        return keyspace.Namespace(everything=asked and bool(getattr(request.user, "is_superuser", False)))
+
     def _redis_error(self, request: HttpRequest, exc: BaseException) -> None:
         messages.error(request, f"Redis at {get_redis_client().masked_url} is unreachable: {exc}")
 
@@ -88,45 +96,60 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             cursor = 0
         rows: list[keyspace.KeyInfo] = []
         next_cursor = 0
+        namespace = self._namespace(request)
         try:
-            keys, next_cursor = keyspace.scan_page(pattern, cursor)
+            keys, next_cursor = keyspace.scan_page(pattern, cursor, namespace=namespace)
             rows = keyspace.describe(keys)
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
+        everything = "1" if namespace.everything else ""
         next_url = None
         if next_cursor:
-            next_url = "?" + urlencode({"q": pattern, "cursor": str(next_cursor)})
+            next_url = "?" + urlencode({"q": pattern, "cursor": str(next_cursor), "all": everything})
         context = self._context(request, "Cache keys", rows=rows, q=pattern, next_url=next_url,
-                                first_page=cursor == 0)
+                                first_page=cursor == 0, everything=everything,
+                                can_see_everything=bool(getattr(request.user, "is_superuser", False)))
         return TemplateResponse(request, TEMPLATE_DIR + "cachekey_changelist.html", context)
 
     def key_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request)
-        key = request.GET.get("key", "")
+        token = request.GET.get("key", "")
+        raw = keyspace.token_key(token)
+        if not self._namespace(request).allows(raw):
+            raise PermissionDenied("This key is outside the app's namespace.")
+        key = keyspace.describe([raw])[0].key if raw else ""
         try:
-            value = keyspace.read_value(key)
+            value = keyspace.read_value(raw)
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
         return TemplateResponse(request, TEMPLATE_DIR + "cachekey_detail.html",
-                                self._context(request, f"Cache key {key}", key=key, value=value))
+                                self._context(request, f"Cache key {key}", key=key, token=token, value=value,
+                                              everything=request.GET.get("all", "")))
 
     def delete_keys_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request, delete=True)
-        keys = [k for k in request.POST.getlist("keys") if k]
+        namespace = self._namespace(request)
+        selected = [keyspace.token_key(t) for t in request.POST.getlist("keys") if t]
+        keys = [k for k in selected if namespace.allows(k)]
         back = reverse("admin:supergraph_messaging_cachekey_changelist") + "?" + urlencode(
-            {"q": request.POST.get("q", "*")})
+            {"q": request.POST.get("q", "*"), "all": "1" if namespace.everything else ""})
+        if len(keys) < len(selected):
+            messages.error(request, f"{len(selected) - len(keys)} selected key(s) are outside the app's namespace "
+                           "and were left alone.")
         if not keys:
-            messages.warning(request, "No keys were selected.")
+            if not selected:
+                messages.warning(request, "No keys were selected.")
             return HttpResponseRedirect(back)
         try:
             conn = get_redis_client().redis
             deleted = int(conn.unlink(*keys))
-            conn.unlink(*[k + LEASE_SUFFIX for k in keys])
+            conn.unlink(*[k + LEASE_SUFFIX.encode() for k in keys])
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             return HttpResponseRedirect(back)
-        self._log(request, keys, f"Deleted cache key ({deleted} of {len(keys)} selected existed).")
+        names = [info.key for info in keyspace.describe(keys)] if deleted < len(keys) else [_text(k) for k in keys]
+        self._log(request, names, f"Deleted cache key ({deleted} of {len(keys)} selected existed).")
         messages.success(request, f"Deleted {deleted} of {len(keys)} selected keys.")
         return HttpResponseRedirect(back)
 
@@ -139,27 +162,31 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         pattern = request.POST.get("pattern", "").strip()
         effective = pattern or "*"
         retype_needed = effective == "*"
+        namespace = self._namespace(request)
         if request.POST.get("confirm") != "yes":
             try:
-                count, exact, sample = keyspace.count_matching(effective, COUNT_LIMIT)
+                count, exact, sample = keyspace.count_matching(effective, COUNT_LIMIT, namespace=namespace)
             except REDIS_ERRORS as exc:
                 self._redis_error(request, exc)
                 return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
             return TemplateResponse(request, TEMPLATE_DIR + "invalidate.html", self._context(
                 request, "Confirm invalidation", pattern=pattern, effective=effective, step="confirm",
-                count=count, exact=exact, sample=sample, retype_needed=retype_needed))
+                count=count, exact=exact, sample=sample, retype_needed=retype_needed,
+                everything="1" if namespace.everything else ""))
         if retype_needed and request.POST.get("retype", "").strip() != "*":
             messages.error(request, "To invalidate every key, type * in the confirmation box.")
             return TemplateResponse(request, TEMPLATE_DIR + "invalidate.html", self._context(
                 request, "Confirm invalidation", pattern=pattern, effective=effective, step="confirm",
                 count=None, exact=False, sample=[], retype_needed=True), status=400)
         try:
-            deleted = unlink_matching(get_redis_client().redis, effective)
+            deleted, skipped = keyspace.unlink_allowed(effective, namespace)
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
         self._log(request, [f"pattern:{effective}"], f"Invalidated pattern {effective!r}: {deleted} keys.")
         messages.success(request, f"Invalidated {deleted} keys matching {effective!r}.")
+        if skipped:
+            messages.warning(request, f"{skipped} matching key(s) outside the app's namespace were left alone.")
         return HttpResponseRedirect(reverse("admin:supergraph_messaging_cachekey_changelist"))
 
     def channels_view(self, request: HttpRequest) -> HttpResponse:

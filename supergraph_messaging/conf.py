@@ -42,6 +42,10 @@ def is_optional_non_negative(value: Any) -> bool:
     return value is None or (value == 0 and not isinstance(value, bool)) or is_positive_number(value)
 
 
+def is_optional_positive_number(value: Any) -> bool:
+    return value is None or is_positive_number(value)
+
+
 def is_optional_positive_int(value: Any) -> bool:
     return value is None or is_positive_int(value)
 
@@ -56,6 +60,10 @@ def is_str(value: Any) -> bool:
 
 def is_optional_str(value: Any) -> bool:
     return value is None or (isinstance(value, str) and bool(value))
+
+
+def is_optional_str_list(value: Any) -> bool:
+    return value is None or (isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value))
 
 
 def is_origin(value: Any) -> bool:
@@ -113,6 +121,18 @@ SETTINGS: dict[str, Setting] = {
     "PUBLISH_QUEUE_SIZE": Setting(10_000, "a positive integer", is_positive_int,
                                   doc="Events per thread sent but not yet confirmed by Redis; beyond it they "
                                       "are dropped and counted (requests never wait)."),
+    "ADMIN_KEY_PATTERNS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
+                                  doc="Keys the admin cache browser may show besides KEY_PREFIX and the "
+                                      "registered templates (session keys never)."),
+    "WORKER_QUEUE_SIZE": Setting(100_000, "a positive integer", is_positive_int,
+                                 doc="Messages a subscriber holds for its handlers; beyond it they are dropped "
+                                     "and logged with the channel."),
+    "HANDLER_CONCURRENCY": Setting(4, "a positive integer", is_positive_int,
+                                   doc="Sync handlers running at once (each channel keeps its order)."),
+    "HANDLER_TIMEOUT": Setting(None, "a positive number (seconds) or None", is_optional_positive_number,
+                               doc="Stop waiting for a handler after this long; None: wait."),
+    "SHUTDOWN_TIMEOUT": Setting(30.0, NUMBER, is_positive_number,
+                                doc="On SIGTERM, how long messages already received may take to finish."),
     "WS_MAX_SUBSCRIPTIONS": Setting(50, "a positive integer", is_positive_int,
                                     doc="Subscriptions per WebSocket connection."),
     "WS_MAX_MESSAGE_BYTES": Setting(65536, "a positive integer", is_positive_int,
@@ -284,6 +304,27 @@ class Settings:
     @property
     def publish_queue_size(self) -> int:
         return int(self._get("PUBLISH_QUEUE_SIZE"))
+
+    @property
+    def admin_key_patterns(self) -> tuple[str, ...]:
+        return tuple(self._get("ADMIN_KEY_PATTERNS") or ())
+
+    @property
+    def worker_queue_size(self) -> int:
+        return int(self._get("WORKER_QUEUE_SIZE"))
+
+    @property
+    def handler_concurrency(self) -> int:
+        return int(self._get("HANDLER_CONCURRENCY"))
+
+    @property
+    def handler_timeout(self) -> float | None:
+        timeout = self._get("HANDLER_TIMEOUT")
+        return None if timeout is None else float(timeout)
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return float(self._get("SHUTDOWN_TIMEOUT"))
 
     @property
     def ws_max_subscriptions(self) -> int:

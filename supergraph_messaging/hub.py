@@ -121,7 +121,7 @@ _MISSING = object()
 
 class Hub:
     def __init__(self, url: str | None = None) -> None:
-        self.subscriber = RedisSubscriber(url=url)
+        self.subscriber = RedisSubscriber(url=url, isolate_handlers=False)  # its handler never blocks
         self.subscriber.on_reconnect(self._on_reconnect)
         self._channels: dict[str, ChannelRoutes] = {}
         self._handlers: dict[str, Callable[..., Any]] = {}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import invalidation
+from .conf import conf
 from .connection import get_redis_client
+from .keys import LEASE_SUFFIX, escape_glob
 
 PAGE_SIZE = 100
 SCAN_COUNT = 1000
@@ -17,6 +21,85 @@ PREVIEW_BYTES = 300
 VALUE_LIMIT = 1_000_000
 
 
+#: Keys of Django's cache session backends: never shown or touched, whoever asks (a session id is a login).
+SESSION_MARKERS = (b"django.contrib.sessions.cache", b"django.contrib.sessions.cached_db")
+
+
+def glob_regex(glob: str) -> bytes:
+    """A regex for a Redis glob (``*``, ``?``, ``[...]``, ``\\x``), matched against raw key bytes."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "\\" and i + 1 < len(glob):
+            out.append(re.escape(glob[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = glob.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : end]
+                out.append("[" + ("^" + body[1:] if body.startswith("^") else body).replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out).encode()
+
+
+class Namespace:
+    """The keys the admin may list, show and delete.
+
+    By default: keys under ``KEY_PREFIX`` (when set), keys of registered
+    cache templates (and their leases), and ``ADMIN_KEY_PATTERNS``. A
+    superuser may opt in to every key. Session keys never, for anyone.
+    """
+
+    def __init__(self, everything: bool = False) -> None:
+        self.everything = everything
+        prefix = conf.key_prefix
+        globs = list(conf.admin_key_patterns or ())
+        if prefix:
+            globs.append(escape_glob(prefix) + "*")
+        for registration in invalidation.templates:
+            pattern = escape_glob(prefix) + registration.template.pattern()
+            globs += [pattern, pattern + escape_glob(LEASE_SUFFIX)]
+        self._regex = re.compile(b"|".join(b"(?:" + glob_regex(g) + b")" for g in globs), re.DOTALL) if globs else None
+
+    def allows(self, raw: bytes) -> bool:
+        if any(marker in raw for marker in SESSION_MARKERS):
+            return False
+        if self.everything:
+            return True
+        return self._regex is not None and self._regex.fullmatch(raw) is not None
+
+
+def key_token(raw: bytes) -> str:
+    """How a key travels through URLs and forms: ``t:<text>``, or ``x:<hex>`` for non-UTF-8 bytes."""
+    try:
+        return "t:" + raw.decode()
+    except UnicodeDecodeError:
+        return "x:" + raw.hex()
+
+
+def token_key(token: str) -> bytes:
+    """The raw key of a :func:`key_token` (a plain key typed into a URL works too)."""
+    if token.startswith("x:"):
+        try:
+            return bytes.fromhex(token[2:])
+        except ValueError:
+            return token.encode()
+    if token.startswith("t:"):
+        return token[2:].encode()
+    return token.encode()
+
+
 @dataclass
 class KeyInfo:
     key: str
@@ -25,6 +108,7 @@ class KeyInfo:
     size: int | None  # bytes, MEMORY USAGE
     preview: str = ""
     binary: bool = False
+    token: str = ""
 
 
 def _text(raw: bytes | str) -> tuple[str, bool]:
@@ -36,15 +120,17 @@ def _text(raw: bytes | str) -> tuple[str, bool]:
         return raw.decode("latin-1"), True
 
 
-def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE) -> tuple[list[str], int]:
-    """Up to ``page_size`` keys matching ``pattern`` from ``cursor``; returns (keys, next cursor, 0 = end)."""
+def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE,
+              namespace: Namespace | None = None) -> tuple[list[bytes], int]:
+    """Up to ``page_size`` raw keys matching ``pattern`` from ``cursor``; returns (keys, next cursor, 0 = end)."""
     conn: Any = get_redis_client().redis
-    found: list[str] = []
+    allows = (namespace or Namespace()).allows
+    found: list[bytes] = []
     count = page_size  # dense patterns: about one page per SCAN; sparse ones: widen the step
     budget = SCAN_BUDGET  # a sparse pattern returns a short page (with "next") rather than a slow one
     for _ in range(MAX_SCANS_PER_PAGE):
         cursor, keys = conn.scan(cursor=cursor, match=pattern or "*", count=count)
-        found.extend(_text(k)[0] for k in keys)
+        found.extend(k for k in keys if allows(k))
         budget -= count
         if cursor == 0 or len(found) >= page_size or budget <= 0:
             break
@@ -52,7 +138,7 @@ def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE) -> tupl
     return found, int(cursor)
 
 
-def describe(keys: list[str]) -> list[KeyInfo]:
+def describe(keys: list[bytes]) -> list[KeyInfo]:
     """Type, TTL, size and a short preview of each key, in one pipelined round trip."""
     if not keys:
         return []
@@ -68,7 +154,9 @@ def describe(keys: list[str]) -> list[KeyInfo]:
     for i, key in enumerate(keys):
         kind, pttl, size, head = replies[4 * i : 4 * i + 4]
         kind_text = _text(kind)[0] if isinstance(kind, bytes) else str(kind)
-        info = KeyInfo(key, kind_text, _seconds(pttl), size if isinstance(size, int) else None)
+        text, binary_key = _text(key)
+        info = KeyInfo(text + (" (binary key)" if binary_key else ""), kind_text, _seconds(pttl),
+                       size if isinstance(size, int) else None, token=key_token(key))
         if kind_text == "string" and isinstance(head, bytes):
             info.preview, info.binary = _text(head)
         elif kind_text != "none":
@@ -83,7 +171,7 @@ def _seconds(pttl: Any) -> int | None:
     return (pttl + 999) // 1000
 
 
-def read_value(key: str) -> dict[str, Any]:
+def read_value(key: bytes) -> dict[str, Any]:
     """Everything the detail page shows about one key."""
     conn: Any = get_redis_client().redis
     (info,) = describe([key])
@@ -111,17 +199,39 @@ def read_value(key: str) -> dict[str, Any]:
     return result
 
 
-def count_matching(pattern: str, limit: int = 10_000, sample: int = 20) -> tuple[int, bool, list[str]]:
-    """(count, exact?, sample keys): stops counting at ``limit`` so a huge Redis stays fast."""
+def count_matching(pattern: str, limit: int = 10_000, sample: int = 20,
+                   namespace: Namespace | None = None) -> tuple[int, bool, list[str]]:
+    """(count, exact?, sample keys) of the keys the namespace allows: stops at ``limit`` so a huge Redis stays fast."""
     conn: Any = get_redis_client().redis
+    allows = (namespace or Namespace()).allows
     count, keys = 0, list[str]()
     for key in conn.scan_iter(match=pattern or "*", count=SCAN_COUNT):
+        if not allows(key):
+            continue
         count += 1
         if len(keys) < sample:
             keys.append(_text(key)[0])
         if count >= limit:
             return count, False, keys
     return count, True, keys
+
+
+def unlink_allowed(pattern: str, namespace: Namespace) -> tuple[int, int]:
+    """Delete the keys matching ``pattern`` that ``namespace`` allows; returns (deleted, left alone)."""
+    conn: Any = get_redis_client().redis
+    deleted = skipped = 0
+    batch: list[bytes] = []
+    for key in conn.scan_iter(match=pattern or "*", count=SCAN_COUNT):
+        if not namespace.allows(key):
+            skipped += 1
+            continue
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += int(conn.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(conn.unlink(*batch))
+    return deleted, skipped
 
 
 def pubsub_channels() -> tuple[list[tuple[str, int]], int]:

@@ -25,6 +25,7 @@ from redis.asyncio.client import PubSub
 from . import serialization
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
+from .dispatch import ChannelDispatcher
 from .keys import full_channel, is_glob
 from .signals import reconnected
 
@@ -62,18 +63,19 @@ def _wants_channel(func: HandlerFunc) -> bool:
 
 
 class _Handler:
-    __slots__ = ("call", "func", "name", "wants_channel")
+    __slots__ = ("call", "func", "name", "sync", "wants_channel")
 
     def __init__(self, func: HandlerFunc) -> None:
         self.func = func
         self.name = getattr(func, "__qualname__", repr(func))
         self.wants_channel = _wants_channel(func)
-        if inspect.iscoroutinefunction(func):
+        self.sync = not inspect.iscoroutinefunction(func)
+        if not self.sync:
             self.call: Callable[..., Awaitable[Any]] = func
         else:
-            # Sync handlers may block (ORM, HTTP): run them off the event loop,
-            # in one thread so Django's DB connections are reused.
-            self.call = sync_to_async(_with_fresh_db_connections(func), thread_sensitive=True)
+            # Sync handlers may block (ORM, HTTP): run them off the event loop, in a pool of
+            # threads (bounded by HANDLER_CONCURRENCY), each call with fresh DB connections.
+            self.call = sync_to_async(_with_fresh_db_connections(func), thread_sensitive=False)
 
 
 def _with_fresh_db_connections(func: HandlerFunc) -> HandlerFunc:
@@ -107,8 +109,13 @@ class RedisSubscriber:
     reconnect_min_delay = 0.05
     reconnect_max_delay = 2.0
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, isolate_handlers: bool = True) -> None:
+        """``isolate_handlers``: run each channel's handlers on their own queue and task, so a slow
+        one never stalls the others or the socket (off only for handlers that never block)."""
         self._url = url
+        self._isolate = isolate_handlers
+        self._dispatcher: ChannelDispatcher | None = None  # made by start(): bound to its loop
+        self._sync_slots = asyncio.Semaphore(conf.handler_concurrency)
         self._handlers: dict[str, list[_Handler]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -204,6 +211,9 @@ class RedisSubscriber:
             return
         self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
+        self._sync_slots = asyncio.Semaphore(conf.handler_concurrency)
+        if self._isolate:
+            self._dispatcher = ChannelDispatcher(self._run_handlers, conf.worker_queue_size)
         self._stopping = False
         self._confirmed = {}
         await self._connect()
@@ -217,6 +227,7 @@ class RedisSubscriber:
             await asyncio.wait_for(event.wait(), timeout)
 
     async def stop(self) -> None:
+        """Stop receiving, finish the messages already received (up to ``SHUTDOWN_TIMEOUT``), close."""
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
@@ -226,7 +237,20 @@ class RedisSubscriber:
             except asyncio.CancelledError:
                 pass
         await self._close()
+        if self._dispatcher is not None:
+            await self._dispatcher.drain(conf.shutdown_timeout)
+            await self._dispatcher.close()
         self._loop = None
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet handled."""
+        return self._dispatcher.queued if self._dispatcher is not None else 0
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Messages dropped per channel because ``WORKER_QUEUE_SIZE`` were already waiting."""
+        return dict(self._dispatcher.dropped) if self._dispatcher is not None else {}
 
     def run(self) -> None:
         """Block, serving messages until SIGINT/SIGTERM (or :meth:`stop`)."""
@@ -365,18 +389,32 @@ class RedisSubscriber:
             return
         try:
             data = serialization.loads(message["data"])
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.malformed += 1
             logger.warning("Skipping a malformed message on %r (not JSON: %s).", channel, exc)
             return
-        for handler in handlers:
+        if self._dispatcher is not None:
+            self._dispatcher.put(key, channel, data)
+        else:
+            await self._run_handlers(key, channel, data)
+
+    async def _run_handlers(self, key: str, channel: str, data: Any) -> None:
+        timeout = conf.handler_timeout
+        for handler in self._handlers.get(key, ()):
             try:
-                if handler.wants_channel:
-                    await handler.call(data, channel)
+                call = handler.call(data, channel) if handler.wants_channel else handler.call(data)
+                if handler.sync:
+                    async with self._sync_slots:
+                        await asyncio.wait_for(call, timeout)
                 else:
-                    await handler.call(data)
+                    await asyncio.wait_for(call, timeout)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                self.handler_errors += 1
+                logger.error("Handler %s took longer than HANDLER_TIMEOUT (%s s) on a message from %r; its "
+                             "channel moves on%s.", handler.name, timeout, channel,
+                             " (a sync handler keeps running in its thread)" if handler.sync else "")
             except Exception:
                 self.handler_errors += 1
                 logger.exception("Handler %s failed on a message from %r.", handler.name, channel)

@@ -103,6 +103,8 @@ BAD_VALUES: dict[str, list[object]] = {
     "a positive number (seconds)": [0, -1, "ten", None, True, float("nan"), float("inf"), "1"],
     "a positive integer": [0, -1, "ten", None, True, 1.5, "1"],
     "a positive integer (seconds) or None": [0, -1, "ten", True, 1.5],
+    "a positive number (seconds) or None": [0, -1, "ten", True, float("nan")],
+    "None or a list of glob patterns": ["*", [3], [""], 3],
     "True or False": ["no", 1, 0, None, "True"],
     "a string": [3, None, b"x", ["a"]],
     "the name of a cache in CACHES": [3, None, ["default"]],
