@@ -186,3 +186,18 @@ def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="supergraph_messaging.E202",
             ))
     return errors
+
+
+@register("supergraph_messaging", deploy=True)
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``manage.py check --deploy``: production settings that leave /subscribe looser than it can be."""
+    if conf.ws_allowed_origins is not None:
+        return []
+    return [
+        Warning(
+            "SUPERGRAPH_MESSAGING['WS_ALLOWED_ORIGINS'] is not set: /subscribe accepts an Origin of any "
+            "scheme and port whose host is in ALLOWED_HOSTS.",
+            hint="List the exact origins of your pages, e.g. ['https://app.example.com'].",
+            id="supergraph_messaging.W003",
+        )
+    ]

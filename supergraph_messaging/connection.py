@@ -108,7 +108,9 @@ def _connection_kwargs(asynchronous: bool = False) -> dict[str, Any]:
     return {
         "socket_timeout": conf.socket_timeout,
         "socket_connect_timeout": conf.socket_connect_timeout,
-        "retry": retry_class(ExponentialBackoff(cap=0.1, base=0.01), 2),
+        # Not on timeouts: a frozen Redis would cost each call three socket timeouts.
+        "retry": retry_class(ExponentialBackoff(cap=0.1, base=0.01), 2,
+                             supported_errors=(redis.exceptions.ConnectionError,)),
         "health_check_interval": 15,
     }
 

@@ -206,3 +206,11 @@ def test_token_authenticator_is_checked(path: str, problem: str) -> None:
     with override_settings(SUPERGRAPH_MESSAGING={"WS_TOKEN_AUTHENTICATOR": path}):
         (msg,) = check_settings()
     assert msg.id == "supergraph_messaging.E009" and problem in msg.msg and path in msg.msg
+
+
+def test_deploy_check_asks_for_exact_origins() -> None:
+    from supergraph_messaging.checks import check_deploy
+
+    assert [m.id for m in check_deploy()] == ["supergraph_messaging.W003"]
+    with override_settings(SUPERGRAPH_MESSAGING={"WS_ALLOWED_ORIGINS": ["https://app.example.com"]}):
+        assert check_deploy() == []

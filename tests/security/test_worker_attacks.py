@@ -1,0 +1,92 @@
+"""Attacks 15, 16 and 17: a slow handler, a flood while it is slow, SIGTERM in the middle of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import manage, wait_for
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_slow_handler_stalls_nothing_else_and_sigterm_finishes_what_was_received(redis_conn: Any) -> None:
+    worker = manage("messaging_listen")
+    try:
+        assert worker.stdout is not None
+        assert "testapp.slow" in worker.stdout.readline()
+        wait_for(lambda: redis_conn.pubsub_numsub("testapp.fast")[0][1] == 1, timeout=10)
+        redis_conn.publish("testapp.slow", json.dumps({"sleep": 10, "n": 0}))  # one handler sleeps 10 s
+        for n in range(1, 6):  # queued behind it, on its own channel
+            redis_conn.publish("testapp.slow", json.dumps({"sleep": 0, "n": n}))
+        time.sleep(0.2)
+        for _ in range(50):  # meanwhile, another channel
+            redis_conn.publish("testapp.fast", json.dumps({"t": time.time()}))
+            time.sleep(0.02)
+        wait_for(lambda: redis_conn.llen("testapp:fast") == 50, timeout=5)
+        latencies = sorted(float(v) for v in redis_conn.lrange("testapp:fast", 0, -1))
+        p50, p99 = latencies[25] * 1000, latencies[49] * 1000
+        print(f"\nother channel's handler while one sleeps 10 s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        assert p99 <= 100
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)  # the slow handler is still sleeping, 5 messages wait behind it
+        assert worker.wait(30) == 0
+        handled = [int(n) for n in redis_conn.lrange("testapp:slow", 0, -1)]
+        print(f"SIGTERM mid-handler: exit 0 after {time.monotonic() - started:.1f} s, handled {handled}")
+        assert handled == [0, 1, 2, 3, 4, 5]  # nothing received was lost, in order
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+async def test_a_flood_while_a_handler_is_slow_loses_nothing(own_redis: RedisServer) -> None:
+    """100,000 messages of 420 bytes (42 MB, past Redis's 32 MB Pub/Sub output-buffer limit) while the
+    handler is stuck for 3 s: the subscriber keeps draining the socket into its own queue."""
+    from supergraph_messaging import RedisSubscriber
+
+    received = 0
+    done = asyncio.Event()
+    total = 100_000
+
+    async def handler(data: Any) -> None:
+        nonlocal received
+        if received == 0:
+            await asyncio.sleep(3)
+        received += 1
+        if received == total:
+            done.set()
+
+    sub = RedisSubscriber(url=own_redis.url)
+    sub.on("flood")(handler)
+    await sub.start()
+    try:
+        code = (
+            "import sys, redis\n"
+            f"r = redis.Redis(port={own_redis.port})\n"
+            "payload = b'{\"p\":\"' + b'x' * 410 + b'\"}'\n"
+            "for start in range(0, 100000, 1000):\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for _ in range(1000):\n"
+            "        pipe.publish('flood', payload)\n"
+            "    pipe.execute()\n"
+        )
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], check=True, timeout=120)
+        try:
+            await asyncio.wait_for(done.wait(), 60)
+        except TimeoutError:
+            pass
+        lost = total - received
+        print(f"\nflood of {total} x 420 B while the handler was stuck 3 s: {lost} lost, "
+              f"{sub.reconnects} reconnect(s), dropped {sub.dropped}")
+        assert lost == 0 and sub.reconnects == 0
+    finally:
+        await sub.stop()
