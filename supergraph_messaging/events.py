@@ -145,26 +145,41 @@ def publish_many(items: list[tuple[str, dict[str, Any]]]) -> list[int | None]:
         for channel, payload in items:
             _failed(channel, payload, f"Redis at {client.masked_url} is unavailable", "failed")
         return [None] * len(items)
+    encoded: list[bytes | None] = []
+    for channel, payload in items:
+        try:
+            encoded.append(dumps(payload))
+        except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry
+            _failed(channel, payload, str(exc), "failed")
+            encoded.append(None)
+    sendable = [(item, sent) for item, sent in zip(items, encoded, strict=True) if sent is not None]
+    if not sendable:
+        return [None] * len(items)
     try:
         with client.boundary:
-            if len(items) == 1:
-                replies: list[Any] = [client.redis.publish(full_channel(items[0][0]), dumps(items[0][1]))]
+            if len(sendable) == 1:
+                replies: list[Any] = [client.redis.publish(full_channel(sendable[0][0][0]), sendable[0][1])]
             else:
                 pipe = client.redis.pipeline(transaction=False)
-                for channel, payload in items:
-                    pipe.publish(full_channel(channel), dumps(payload))
+                for (channel, _payload), data in sendable:
+                    pipe.publish(full_channel(channel), data)
                 replies = pipe.execute()
     except REDIS_ERRORS as exc:
         breaker.record_failure(exc)
-        for channel, payload in items:
+        for (channel, payload), _data in sendable:
             _failed(channel, payload, str(exc), "failed")
         return [None] * len(items)
     if breaker.failing:
         breaker.record_success()
+    receivers_of = iter(replies)
     results: list[int | None] = []
-    for (channel, payload), receivers in zip(items, replies, strict=True):
-        _published(channel, payload, int(receivers))
-        results.append(int(receivers))
+    for (channel, payload), sent in zip(items, encoded, strict=True):
+        if sent is None:
+            results.append(None)
+            continue
+        receivers = int(next(receivers_of))
+        _published(channel, payload, receivers)
+        results.append(receivers)
     return results
 
 

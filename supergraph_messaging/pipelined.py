@@ -73,7 +73,11 @@ class PipelinedPublisher:
         if not breaker.allow():
             self._on_failed(channel, payload, f"Redis at {line.client.masked_url} is unavailable", "failed")
             return
-        data = dumps(payload)
+        try:
+            data = dumps(payload)
+        except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the publisher's bug
+            self._on_failed(channel, payload, str(exc), "failed")
+            return
         with line.lock:
             try:
                 self._read(line, wait=0.0)

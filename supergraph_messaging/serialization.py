@@ -13,7 +13,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 # allow_nan=False: NaN and Infinity are not JSON; browsers and other languages reject them.
 _encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_decode = json.JSONDecoder().decode
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Python's json reads NaN and Infinity; other languages and browsers do not, so neither do we.
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def dumps(value: Any) -> bytes:

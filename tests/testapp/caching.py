@@ -15,3 +15,9 @@ def camera_by_mac(mac_address: str) -> dict[str, Any]:
 @redis_cache(key="tenant:{tenant}:camera:{mac_address}", invalidate_on=["camera.moved"])
 def tenant_camera(tenant: str, mac_address: str) -> dict[str, Any]:
     return {"tenant": tenant, "mac_address": mac_address}
+
+
+@redis_cache(key="tenant:{tenant_id}:user:{user_id}", invalidate_on=["tenant.user.changed"],
+             invalidate_on_missing="skip")
+def tenant_user(tenant_id: Any, user_id: Any) -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "user_id": user_id}
