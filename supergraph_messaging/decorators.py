@@ -79,6 +79,9 @@ class CachedFunction:
         self.name = self.template.template
         self.reported_undecodable = False
         self.recent_duration: float | None = None  # moving average of the function's run time, seconds
+        self.is_async = inspect.iscoroutinefunction(func)
+        #: call(args, kwargs) or acall(args, kwargs): what a call of the decorated function runs.
+        self.run: Callable[[tuple[Any, ...], dict[str, Any]], Any] = self.acall if self.is_async else self.call
         unknown = [r for r in self.template.roots if r not in self.binder.signature.parameters]
         if unknown and not self.binder.var_keyword:
             raise TypeError(
@@ -302,7 +305,7 @@ class CachedCallable(Generic[P, R]):
     def __init__(self, cached: CachedFunction) -> None:
         self.cache = cached
         functools.update_wrapper(self, cached.func)
-        self._call: Callable[..., Any] = cached.acall if inspect.iscoroutinefunction(cached.func) else cached.call
+        self._call = cached.run
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self._call(args, kwargs)
@@ -343,7 +346,7 @@ class BoundCachedCallable(Generic[P, R]):
     def __init__(self, cached: CachedFunction, instance: Any) -> None:
         self.cache = cached
         self.instance = instance
-        self._call: Callable[..., Any] = cached.acall if inspect.iscoroutinefunction(cached.func) else cached.call
+        self._call = cached.run
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self._call((self.instance, *args), kwargs)
@@ -387,7 +390,7 @@ def redis_cache(
         source = f"{getattr(func, '__module__', '?')}.{cached.binder.func_name}"
         register(Registration(cached.template, channels, source, ttl=ttl, on_missing=invalidate_on_missing))
         wrapper: CachedCallable[P, R] = CachedCallable(cached)
-        if inspect.iscoroutinefunction(func):
+        if cached.is_async:
             markcoroutinefunction(wrapper)
         return wrapper
 

@@ -25,9 +25,7 @@ from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import MessagingError
 from .fields import field_value
-from .keys import full_channel
 from .pipelined import PipelinedPublisher
-from .serialization import dumps
 from .signals import event_published
 
 logger = logging.getLogger("supergraph_messaging.events")
@@ -129,12 +127,7 @@ def _event_id(payload: dict[str, Any]) -> Any:
 
 
 def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
-    """Publish; a failure is logged (naming the channel) and counted, never raised."""
-    return publish_many([(channel, payload)])[0]
-
-
-def publish_many(items: list[tuple[str, dict[str, Any]]]) -> list[int | None]:
-    """Publish events in order, in one round trip; returns receivers (``None``: failed, logged, counted).
+    """Publish and wait for the reply; a failure is logged (naming the channel) and counted, never raised.
 
     Behind the client's circuit breaker: while Redis is known to be down, an
     event fails at once instead of costing every request a connect timeout.
@@ -142,45 +135,21 @@ def publish_many(items: list[tuple[str, dict[str, Any]]]) -> list[int | None]:
     client = get_redis_client()
     breaker = client.breaker
     if not breaker.allow():
-        for channel, payload in items:
-            _failed(channel, payload, f"Redis at {client.masked_url} is unavailable", "failed")
-        return [None] * len(items)
-    encoded: list[bytes | None] = []
-    for channel, payload in items:
-        try:
-            encoded.append(dumps(payload))
-        except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry
-            _failed(channel, payload, str(exc), "failed")
-            encoded.append(None)
-    sendable = [(item, sent) for item, sent in zip(items, encoded, strict=True) if sent is not None]
-    if not sendable:
-        return [None] * len(items)
+        _failed(channel, payload, f"Redis at {client.masked_url} is unavailable", "failed")
+        return None
     try:
-        with client.boundary:
-            if len(sendable) == 1:
-                replies: list[Any] = [client.redis.publish(full_channel(sendable[0][0][0]), sendable[0][1])]
-            else:
-                pipe = client.redis.pipeline(transaction=False)
-                for (channel, _payload), data in sendable:
-                    pipe.publish(full_channel(channel), data)
-                replies = pipe.execute()
+        receivers = client.publish(channel, payload)
+    except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the publisher's bug
+        _failed(channel, payload, str(exc), "failed")
+        return None
     except REDIS_ERRORS as exc:
         breaker.record_failure(exc)
-        for (channel, payload), _data in sendable:
-            _failed(channel, payload, str(exc), "failed")
-        return [None] * len(items)
+        _failed(channel, payload, str(exc), "failed")
+        return None
     if breaker.failing:
         breaker.record_success()
-    receivers_of = iter(replies)
-    results: list[int | None] = []
-    for (channel, payload), sent in zip(items, encoded, strict=True):
-        if sent is None:
-            results.append(None)
-            continue
-        receivers = int(next(receivers_of))
-        _published(channel, payload, receivers)
-        results.append(receivers)
-    return results
+    _published(channel, payload, receivers)
+    return receivers
 
 
 def _published(channel: str, payload: dict[str, Any], receivers: int) -> None:

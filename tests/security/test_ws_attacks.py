@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from supergraph_messaging import aredis_publish
 from supergraph_messaging.hub import get_hub
 from tests.asgi import application
 from tests.redis_server import RedisServer
-from tests.test_ws_e2e import Daphne
+from tests.test_ws_e2e import Daphne, publish_in_other_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ORIGIN = (b"origin", b"http://testserver")
@@ -38,18 +36,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def publish_from_another_process(port: int, channel: str, events: list[dict[str, Any]], pace: float) -> None:
-    code = (
-        "import json, sys, time, redis\n"
-        f"r = redis.Redis(port={port})\n"
-        "for e in json.loads(sys.stdin.read()):\n"
-        "    e['t'] = time.time()\n"
-        f"    r.publish({channel!r}, json.dumps(e))\n"
-        f"    time.sleep({pace})\n"
-    )
-    subprocess.run([sys.executable, "-c", code], input=json.dumps(events), text=True, check=True, timeout=120)
 
 
 async def non_reading_client(server: Daphne, subscriptions: int, fields: list[str] | None = None) -> Any:
@@ -117,13 +103,13 @@ async def test_memory_stays_bounded_and_the_witness_is_served(redis_server: Redi
             # Events: 4 KB each to every subscription, witness events among them.
             events = [{"camera_id": n % 5, "pad": "x" * 4000} for n in range(300)]
             publisher = asyncio.create_task(asyncio.to_thread(
-                publish_from_another_process, redis_server.port, "camera.events", events, 0.01))
+                publish_in_other_process, redis_server.port, "camera.events", events, 0.01))
             while not publisher.done():
                 peak = max(peak, rss_mb(server.proc.pid))
                 await asyncio.sleep(0.1)
             await publisher
             # Attack 3: one 1 MB event to the attackers' 100 subscriptions and the witness.
-            await asyncio.to_thread(publish_from_another_process, redis_server.port, "camera.events",
+            await asyncio.to_thread(publish_in_other_process, redis_server.port, "camera.events",
                                     [{"camera_id": 0, "pad": "y" * 1_000_000}], 0)
             for _ in range(20):
                 peak = max(peak, rss_mb(server.proc.pid))
