@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "CacheSync": "cachesync",
     "EventConfig": "events",
     "register_model_events": "events",
+    "publish_event": "events",
     "EventPublishingMixin": "viewsets",
     "ModelViewSet": "viewsets",
     "Subscription": "subscriptions",
@@ -51,6 +52,7 @@ __all__ = [
     "get_global_subscriber",
     "get_redis_client",
     "init_redis",
+    "publish_event",
     "redis_cache",
     "redis_publish",
     "redis_subscribe",
@@ -62,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cachesync import CacheSync
     from .connection import RedisClient, ainit_redis, get_redis_client, init_redis
     from .decorators import redis_cache
-    from .events import EventConfig, register_model_events
+    from .events import EventConfig, publish_event, register_model_events
     from .exceptions import CacheKeyError, MessagingError, RedisUnavailable
     from .pubsub import (
         RedisSubscriber,

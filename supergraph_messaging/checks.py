@@ -46,6 +46,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors += _check_redis_location(raw)
+    if conf.durable and not conf.service_name:
+        errors.append(
+            Error(
+                "SUPERGRAPH_MESSAGING['DELIVERY'] is 'durable' but SERVICE_NAME is not set.",
+                hint="Name this service (e.g. 'events'): its consumer groups are named after it.",
+                id="supergraph_messaging.E301",
+            )
+        )
     errors += _check_token_authenticator()
     prefix = raw.get("KEY_PREFIX", "")
     if isinstance(prefix, str) and any(c in prefix for c in "*?[]"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,19 @@ SETTINGS: dict[str, Setting] = {
     "PUBLISH_QUEUE_SIZE": Setting(10_000, "a positive integer", is_positive_int,
                                   doc="Events per thread sent but not yet confirmed by Redis; beyond it they "
                                       "are dropped and counted (requests never wait)."),
+    "DELIVERY": Setting("pubsub", "'pubsub' or 'durable'", lambda v: v in ("pubsub", "durable"),
+                        doc="'durable': events go through the outbox table and a Redis Stream per channel."),
+    "SERVICE_NAME": Setting(None, "a service name (letters, digits, '.', '_', '-') or None",
+                            lambda v: v is None or (isinstance(v, str) and bool(re.fullmatch(r"[\w.-]+", v))),
+                            doc="Names this service's consumer groups; required with DELIVERY='durable'."),
+    "STREAM_MAXLEN": Setting(10_000, "a positive integer", is_positive_int,
+                             doc="Entries kept per channel stream (trimmed approximately)."),
+    "OUTBOX_RETENTION": Setting(86_400, "a positive integer (seconds)", is_positive_int,
+                                doc="Relayed outbox rows are deleted after this long; unrelayed rows never."),
+    "RELAY_BATCH": Setting(500, "a positive integer", is_positive_int,
+                           doc="Outbox rows one relay round takes."),
+    "RELAY_POLL_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
+                                   doc="How often the relay looks for rows nobody relayed (a crash, an outage)."),
     "ADMIN_KEY_PATTERNS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
                                   doc="Keys the admin cache browser may show besides KEY_PREFIX and the "
                                       "registered templates (session keys never)."),
@@ -304,6 +318,36 @@ class Settings:
     @property
     def publish_queue_size(self) -> int:
         return int(self._get("PUBLISH_QUEUE_SIZE"))
+
+    @property
+    def delivery(self) -> str:
+        mode: str = self._get("DELIVERY")
+        return mode
+
+    @property
+    def durable(self) -> bool:
+        return self.delivery == "durable"
+
+    @property
+    def service_name(self) -> str | None:
+        name: str | None = self._get("SERVICE_NAME")
+        return name
+
+    @property
+    def stream_maxlen(self) -> int:
+        return int(self._get("STREAM_MAXLEN"))
+
+    @property
+    def outbox_retention(self) -> int:
+        return int(self._get("OUTBOX_RETENTION"))
+
+    @property
+    def relay_batch(self) -> int:
+        return int(self._get("RELAY_BATCH"))
+
+    @property
+    def relay_poll_interval(self) -> float:
+        return float(self._get("RELAY_POLL_INTERVAL"))
 
     @property
     def admin_key_patterns(self) -> tuple[str, ...]:

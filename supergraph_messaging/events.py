@@ -21,6 +21,7 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
+from . import outbox
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import MessagingError
@@ -169,13 +170,34 @@ atexit.register(publisher.flush)
 
 
 def flush_events(timeout: float = 5.0) -> bool:
-    """Wait until every event sent without waiting is confirmed by Redis (tests, scripts, shutdown)."""
+    """Wait until every event sent without waiting is confirmed by Redis (tests, scripts, shutdown).
+
+    With ``DELIVERY = "durable"`` this also relays whatever the outbox holds.
+    """
+    if conf.durable:
+        outbox.relay_all()
     return publisher.flush(timeout)
 
 
+def publish_event(channel: str, payload: dict[str, Any], using: str | None = None) -> None:
+    """Publish ``payload`` on ``channel`` as part of the current transaction.
+
+    With ``DELIVERY = "durable"`` it is written to the outbox now and relayed
+    after the commit (never lost, never for a rollback); otherwise it is
+    published after the commit, at most once.
+    """
+    publish_on_commit(channel, payload, using)
+
+
 def publish_on_commit(channel: str, payload: dict[str, Any], using: str | None = None) -> None:
-    """Publish once the current transaction commits (at once outside a transaction)."""
-    if conf.publish_in_background:
+    """Publish once the current transaction commits (at once outside a transaction).
+
+    With ``DELIVERY = "durable"`` the event is written to the outbox in the
+    current transaction instead, and relayed after the commit.
+    """
+    if conf.durable:
+        outbox.enqueue(channel, payload, using)
+    elif conf.publish_in_background:
         transaction.on_commit(lambda: publisher.publish(channel, payload), using=using)
     else:
         transaction.on_commit(lambda: publish_now(channel, payload), using=using)

@@ -21,3 +21,30 @@ class CacheKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class OutboxEvent(models.Model):
+    """An event written in the transaction of the change it describes (the transactional outbox).
+
+    It is relayed to the channel's Redis Stream and Pub/Sub after the commit;
+    a row nobody relayed (a crash, Redis down) is picked up by the relay in
+    ``messaging_listen``. ``payload`` is the exact JSON text that is sent.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True)
+    channel = models.CharField(max_length=255)
+    payload = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    relayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "outbox event"
+        verbose_name_plural = "outbox events"
+        indexes = [
+            models.Index(fields=["id"], name="sgm_outbox_unrelayed", condition=models.Q(relayed_at__isnull=True)),
+            models.Index(fields=["relayed_at"], name="sgm_outbox_relayed_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} #{self.pk}"

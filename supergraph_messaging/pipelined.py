@@ -32,7 +32,7 @@ from .serialization import dumps
 
 logger = logging.getLogger("supergraph_messaging.events")
 
-Event = tuple[str, dict[str, Any]]
+Event = tuple[str, dict[str, Any] | None]  # None: a raw message, confirmed without callbacks
 
 
 class _Line:
@@ -68,15 +68,23 @@ class PipelinedPublisher:
 
     def publish(self, channel: str, payload: dict[str, Any]) -> None:
         """Send one event; never waits for Redis (a failure is logged and counted by the callbacks)."""
-        line = self._line()
-        breaker = line.client.breaker
-        if not breaker.allow():
-            self._on_failed(channel, payload, f"Redis at {line.client.masked_url} is unavailable", "failed")
-            return
         try:
             data = dumps(payload)
         except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the publisher's bug
             self._on_failed(channel, payload, str(exc), "failed")
+            return
+        self._send(channel, payload, data)
+
+    def publish_raw(self, channel: str, data: bytes) -> None:
+        """Send bytes as they are, uncounted (a signal to another process, not an event)."""
+        self._send(channel, None, data)
+
+    def _send(self, channel: str, payload: dict[str, Any] | None, data: bytes) -> None:
+        line = self._line()
+        breaker = line.client.breaker
+        if not breaker.allow():
+            if payload is not None:
+                self._on_failed(channel, payload, f"Redis at {line.client.masked_url} is unavailable", "failed")
             return
         with line.lock:
             try:
@@ -85,15 +93,17 @@ class PipelinedPublisher:
                 # A connection the server closed (Redis restarted): the send below reconnects.
                 self._fail_pending(line, exc)
             if len(line.pending) >= conf.publish_queue_size:
-                self._on_failed(channel, payload, f"{len(line.pending)} published events are still unconfirmed "
-                                "by Redis", "dropped")
+                if payload is not None:
+                    self._on_failed(channel, payload, f"{len(line.pending)} published events are still "
+                                    "unconfirmed by Redis", "dropped")
                 return
             try:
                 line.conn.send_command("PUBLISH", full_channel(channel), data)
             except REDIS_ERRORS as exc:
                 line.conn.disconnect()
                 breaker.record_failure(exc)
-                self._on_failed(channel, payload, str(exc), "failed")
+                if payload is not None:
+                    self._on_failed(channel, payload, str(exc), "failed")
                 return
             line.pending.append((channel, payload))
         if breaker.failing:
@@ -117,19 +127,22 @@ class PipelinedPublisher:
                 if not line.pending:
                     raise
                 channel, payload = line.pending.popleft()
-                self._on_failed(channel, payload, str(exc), "failed")
+                if payload is not None:
+                    self._on_failed(channel, payload, str(exc), "failed")
                 continue
             if not line.pending:
                 raise redis.ConnectionError(f"unexpected reply {receivers!r} on the publishing connection")
             channel, payload = line.pending.popleft()
-            self._on_published(channel, payload, int(receivers))
+            if payload is not None:
+                self._on_published(channel, payload, int(receivers))
 
     def _fail_pending(self, line: _Line, exc: BaseException) -> None:
         """The connection broke: events sent on it may or may not have reached Redis."""
         line.conn.disconnect()
         while line.pending:
             channel, payload = line.pending.popleft()
-            self._on_failed(channel, payload, f"unconfirmed, the connection was lost ({exc})", "failed")
+            if payload is not None:
+                self._on_failed(channel, payload, f"unconfirmed, the connection was lost ({exc})", "failed")
 
     def _close(self, line: _Line, reason: str) -> None:
         with line.lock:

@@ -6,16 +6,18 @@ carries a field the API does not expose; ``payload_fields`` narrows it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from typing import Any
 
 from django.core import checks
-from django.db import models, router
+from django.db import models, router, transaction
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import events
+from .conf import conf
 from .events import (
     STANDARD_ACTIONS,
     EventConfig,
@@ -90,14 +92,21 @@ class EventPublishingMixin:
         return out
 
     # -- the perform_* hooks ------------------------------------------------
+    def _change_and_event(self) -> contextlib.AbstractContextManager[Any]:
+        """Durable delivery writes the change and its outbox row in one transaction."""
+        if not conf.durable:
+            return contextlib.nullcontext()
+        return transaction.atomic(using=router.db_for_write(self.get_event_model()))
+
     def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
         channel = self._event_channel("create")
         if channel is None:
             super().perform_create(serializer)  # type: ignore[misc]
             return
-        with api_publishes(self.get_event_model(), "create"):
-            super().perform_create(serializer)  # type: ignore[misc]
-        self.publish_event("create", channel, serializer.data)
+        with self._change_and_event():
+            with api_publishes(self.get_event_model(), "create"):
+                super().perform_create(serializer)  # type: ignore[misc]
+            self.publish_event("create", channel, serializer.data)
 
     def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
         channel = self._event_channel("update")
@@ -105,9 +114,10 @@ class EventPublishingMixin:
             super().perform_update(serializer)  # type: ignore[misc]
             return
         before = self._payload_representation(serializer, serializer.instance)
-        with api_publishes(self.get_event_model(), "update"):
-            super().perform_update(serializer)  # type: ignore[misc]
-        self.publish_event("update", channel, serializer.data, before)
+        with self._change_and_event():
+            with api_publishes(self.get_event_model(), "update"):
+                super().perform_update(serializer)  # type: ignore[misc]
+            self.publish_event("update", channel, serializer.data, before)
 
     def perform_destroy(self, instance: models.Model) -> None:
         channel = self._event_channel("delete")
@@ -115,9 +125,10 @@ class EventPublishingMixin:
             super().perform_destroy(instance)  # type: ignore[misc]
             return
         data = self._representation(instance)  # captured before the row is gone
-        with api_publishes(self.get_event_model(), "delete"):
-            super().perform_destroy(instance)  # type: ignore[misc]
-        self.publish_event("delete", channel, data)
+        with self._change_and_event():
+            with api_publishes(self.get_event_model(), "delete"):
+                super().perform_destroy(instance)  # type: ignore[misc]
+            self.publish_event("delete", channel, data)
 
     # -- custom @actions ----------------------------------------------------
     def _custom_channel(self) -> str | None:

@@ -82,6 +82,9 @@ SUPERGRAPH_MESSAGING = {
     "DEFAULT_TTL": 3600,
     # The admin tests browse arbitrary keys; tests/security/ checks the default namespace.
     "ADMIN_KEY_PATTERNS": ["*"],
+    # Durable-delivery tests switch worker subprocesses with SGM_DELIVERY=durable.
+    "DELIVERY": os.environ.get("SGM_DELIVERY", "pubsub"),
+    "SERVICE_NAME": "tests",
     # End-to-end tests start daphne with short ping timings to see 4008 quickly.
     "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
     "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),

@@ -1,0 +1,174 @@
+"""The transactional outbox: an event is a row written with the change, relayed after the commit.
+
+With ``DELIVERY = "durable"`` a committed change can no longer lose its
+event: the row commits or rolls back with the change, the web process only
+nudges the relay after the commit (one send, no wait), and the relay in
+``messaging_listen`` appends each row to its channel's stream and publishes
+it (:mod:`streams`, idempotently by event id), then marks it relayed. A row
+that was not relayed (the process was killed, Redis was down) is found by
+the relay's next poll. Rows are claimed with ``SELECT … FOR UPDATE SKIP
+LOCKED`` where the database has it, and never by "id greater than the last
+one": ids are allocated before commit, so a lower id can commit later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+from typing import Any
+
+from django.db import close_old_connections, router, transaction
+from django.utils import timezone
+
+from . import streams
+from .conf import conf
+from .connection import REDIS_ERRORS, get_redis_client
+from .serialization import dumps
+
+logger = logging.getLogger("supergraph_messaging.outbox")
+
+#: The channel a web process pokes after a commit, so the relay does not wait for its poll.
+NUDGE_CHANNEL = "sgm:relay"
+DELETE_BATCH = 1_000
+
+counters = {"enqueued": 0, "relayed": 0, "unencodable": 0}
+
+
+def _model() -> Any:
+    from .models import OutboxEvent
+
+    return OutboxEvent
+
+
+def _event_id(payload: Any) -> uuid.UUID:
+    meta = payload.get("_meta") if isinstance(payload, dict) else None
+    try:
+        return uuid.UUID(str(meta["event_id"])) if isinstance(meta, dict) and "event_id" in meta else uuid.uuid4()
+    except ValueError:
+        return uuid.uuid4()
+
+
+def enqueue(channel: str, payload: Any, using: str | None = None) -> Any:
+    """Write the event in the current transaction; returns the row (None if it cannot be encoded)."""
+    model = _model()
+    db = using or router.db_for_write(model)
+    try:
+        data = dumps(payload).decode()
+    except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the producer's bug, logged
+        counters["unencodable"] += 1
+        logger.error("Event on %r not written to the outbox: %s", channel, exc)
+        return None
+    row = model.objects.using(db).create(event_id=_event_id(payload), channel=channel, payload=data)
+    counters["enqueued"] += 1
+    transaction.on_commit(nudge, using=db)
+    return row
+
+
+def nudge() -> None:
+    """Wake the relay now (best effort: without it the relay's poll finds the row)."""
+    from .events import publisher
+
+    publisher.publish_raw(NUDGE_CHANNEL, b"1")
+
+
+def relay(using: str | None = None, limit: int | None = None) -> int:
+    """Relay the oldest unrelayed rows (at most ``limit``); returns how many were relayed.
+
+    Raises :class:`RedisUnavailable` when Redis cannot be reached (the rows stay unrelayed).
+    """
+    model = _model()
+    db = using or router.db_for_write(model)
+    client = get_redis_client()
+    with transaction.atomic(using=db):
+        rows = list(
+            model.objects.using(db).select_for_update(skip_locked=True)
+            .filter(relayed_at__isnull=True).order_by("id")[: limit or conf.relay_batch]
+        )
+        if not rows:
+            return 0
+        with client.boundary:
+            results = streams.append_many(client.redis, [(r.channel, str(r.event_id), r.payload) for r in rows])
+        model.objects.using(db).filter(id__in=[r.id for r in rows]).update(relayed_at=timezone.now())
+    counters["relayed"] += len(rows)
+    republished = sum(not published for _, _, published in results)
+    if republished:
+        logger.info("%d outbox row(s) had been relayed already (a relay stopped mid-way); not published again.",
+                    republished)
+    return len(rows)
+
+
+def relay_all(using: str | None = None) -> int:
+    """Relay until nothing is left (tests, scripts, ``flush_events``)."""
+    total = 0
+    while True:
+        done = relay(using)
+        total += done
+        if not done:
+            return total
+
+
+def delete_relayed(using: str | None = None) -> int:
+    """Delete relayed rows older than ``OUTBOX_RETENTION``, in batches; unrelayed rows never expire."""
+    model = _model()
+    db = using or router.db_for_write(model)
+    cutoff = timezone.now() - datetime.timedelta(seconds=conf.outbox_retention)
+    deleted = 0
+    while True:
+        ids = list(model.objects.using(db).filter(relayed_at__lt=cutoff).values_list("id", flat=True)[:DELETE_BATCH])
+        if not ids:
+            return deleted
+        deleted += model.objects.using(db).filter(id__in=ids).delete()[0]
+
+
+def backlog(using: str | None = None) -> tuple[int, float | None]:
+    """(unrelayed rows, age in seconds of the oldest one)."""
+    model = _model()
+    db = using or router.db_for_write(model)
+    pending = model.objects.using(db).filter(relayed_at__isnull=True)
+    oldest = pending.order_by("id").values_list("created_at", flat=True).first()
+    age = (timezone.now() - oldest).total_seconds() if oldest is not None else None
+    return pending.count(), age
+
+
+def _relay_round() -> int:
+    close_old_connections()
+    try:
+        return relay_all()
+    finally:
+        close_old_connections()
+
+
+async def relay_forever(stop: asyncio.Event, wake: asyncio.Event) -> None:
+    """The relay loop of ``messaging_listen``: on a nudge, else every ``RELAY_POLL_INTERVAL``."""
+    from asgiref.sync import sync_to_async
+
+    run = sync_to_async(_relay_round, thread_sensitive=True)
+    cleanup = sync_to_async(delete_relayed, thread_sensitive=True)
+    failing = False
+    rounds = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(wake.wait(), conf.relay_poll_interval)
+        except TimeoutError:
+            pass
+        wake.clear()
+        try:
+            relayed = await run()
+            if failing:
+                failing = False
+                logger.info("The outbox relay reaches Redis again.")
+            if relayed:
+                logger.debug("Relayed %d outbox event(s).", relayed)
+            rounds += 1
+            if rounds % 1000 == 1:
+                await cleanup()
+        except asyncio.CancelledError:
+            raise
+        except REDIS_ERRORS as exc:
+            if not failing:
+                failing = True
+                logger.warning("The outbox relay cannot reach Redis (%s); events wait in the outbox.", exc)
+        except Exception:
+            logger.exception("An outbox relay round failed; the next one retries.")
