@@ -135,6 +135,11 @@ SETTINGS: dict[str, Setting] = {
                            doc="Outbox rows one relay round takes."),
     "RELAY_POLL_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
                                    doc="How often the relay looks for rows nobody relayed (a crash, an outage)."),
+    "MAX_DELIVERIES": Setting(5, "a positive integer", is_positive_int,
+                              doc="Attempts at a durable event before it goes to the dead-letter stream."),
+    "CLAIM_IDLE": Setting(60.0, NUMBER, is_positive_number,
+                          doc="A durable event another consumer received and has not acknowledged for this long "
+                              "(it died) is claimed and handled here."),
     "ADMIN_KEY_PATTERNS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
                                   doc="Keys the admin cache browser may show besides KEY_PREFIX and the "
                                       "registered templates (session keys never)."),
@@ -348,6 +353,14 @@ class Settings:
     @property
     def relay_poll_interval(self) -> float:
         return float(self._get("RELAY_POLL_INTERVAL"))
+
+    @property
+    def max_deliveries(self) -> int:
+        return int(self._get("MAX_DELIVERIES"))
+
+    @property
+    def claim_idle(self) -> float:
+        return float(self._get("CLAIM_IDLE"))
 
     @property
     def admin_key_patterns(self) -> tuple[str, ...]:

@@ -180,18 +180,28 @@ class RedisClient:
             await self.aredis.ping()
         return self
 
-    def publish(self, channel: str, data: Any) -> int:
+    def publish(self, channel: str, data: Any, durable: bool | None = None) -> int:
         """Publish ``data`` as JSON; returns how many subscribers received it.
 
+        ``durable`` (default: ``DELIVERY == "durable"``) also appends it to the
+        channel's stream, so consumer groups and WebSocket resume see it.
         Raises :class:`RedisUnavailable` when Redis cannot be reached.
         """
         payload = serialization.dumps(data)
         with self.boundary:
+            if conf.durable if durable is None else durable:
+                from . import streams
+
+                return streams.publish(self.redis, channel, payload.decode())
             return int(self.redis.publish(full_channel(channel), payload))
 
-    async def apublish(self, channel: str, data: Any) -> int:
+    async def apublish(self, channel: str, data: Any, durable: bool | None = None) -> int:
         payload = serialization.dumps(data)
         with self.boundary:
+            if conf.durable if durable is None else durable:
+                from . import streams
+
+                return await streams.apublish(self.aredis, channel, payload.decode())
             return int(await self.aredis.publish(full_channel(channel), payload))
 
 

@@ -48,3 +48,23 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.pk}"
+
+
+class ProcessedEvent(models.Model):
+    """Which events a consumer group has applied, for ``@redis_subscribe(..., once=True)``.
+
+    The row is written in the handler's transaction: a redelivered event
+    finds it and is skipped, so the handler's effect happens once.
+    """
+
+    group = models.CharField(max_length=255)
+    event_id = models.CharField(max_length=64)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "processed event"
+        verbose_name_plural = "processed events"
+        constraints = [models.UniqueConstraint(fields=["group", "event_id"], name="sgm_processed_once")]
+
+    def __str__(self) -> str:
+        return f"{self.group}: {self.event_id}"

@@ -34,19 +34,21 @@ logger = logging.getLogger("supergraph_messaging.pubsub")
 HandlerFunc = Callable[..., Any]
 
 
-def redis_publish(channel: str, data: Any, url: str | None = None) -> int:
+def redis_publish(channel: str, data: Any, url: str | None = None, durable: bool | None = None) -> int:
     """Publish ``data`` as JSON on ``channel``; returns the receiver count.
 
-    Raises :class:`~supergraph_messaging.RedisUnavailable` when Redis cannot
-    be reached: in a view, catch it (or publish through ``EventConfig``,
-    which never fails a request).
+    With ``DELIVERY = "durable"`` it is appended to the channel's stream too
+    (``durable=False``: fire-and-forget Pub/Sub only). Raises
+    :class:`~supergraph_messaging.RedisUnavailable` when Redis cannot be
+    reached: in a view, catch it (or publish through ``EventConfig``, which
+    never fails a request).
     """
-    return get_redis_client(url).publish(channel, data)
+    return get_redis_client(url).publish(channel, data, durable)
 
 
-async def aredis_publish(channel: str, data: Any, url: str | None = None) -> int:
+async def aredis_publish(channel: str, data: Any, url: str | None = None, durable: bool | None = None) -> int:
     """The async twin of :func:`redis_publish`."""
-    return await get_redis_client(url).apublish(channel, data)
+    return await get_redis_client(url).apublish(channel, data, durable)
 
 
 def _wants_channel(func: HandlerFunc) -> bool:
@@ -63,11 +65,12 @@ def _wants_channel(func: HandlerFunc) -> bool:
 
 
 class _Handler:
-    __slots__ = ("call", "func", "name", "sync", "wants_channel")
+    __slots__ = ("call", "func", "name", "once", "sync", "wants_channel")
 
-    def __init__(self, func: HandlerFunc) -> None:
+    def __init__(self, func: HandlerFunc, once: bool = False) -> None:
         self.func = func
-        self.name = getattr(func, "__qualname__", repr(func))
+        self.once = once
+        self.name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
         self.wants_channel = _wants_channel(func)
         self.sync = not inspect.iscoroutinefunction(func)
         if not self.sync:
@@ -135,18 +138,25 @@ class RedisSubscriber:
         self.handler_errors = 0
 
     # -- registration -------------------------------------------------------
-    def on(self, channel: str) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Decorator: call the function with each message's payload."""
+    def on(self, channel: str, once: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Decorator: call the function with each message's payload.
+
+        ``once=True`` (durable delivery): the handler's effect happens once per
+        event, even when the event is delivered twice (see :mod:`groups`).
+        """
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
-            self.add_handler(channel, func)
+            self.add_handler(channel, func, once=once)
             return func
 
         return decorator
 
-    def add_handler(self, channel: str, func: HandlerFunc) -> None:
+    def add_handler(self, channel: str, func: HandlerFunc, once: bool = False) -> None:
+        if once and inspect.iscoroutinefunction(func):
+            raise TypeError(f"@redis_subscribe({channel!r}, once=True) needs a sync handler: its effect and the "
+                            f"record that it happened share one database transaction ({func!r}).")
         new = channel not in self._handlers
-        self._handlers.setdefault(channel, []).append(_Handler(func))
+        self._handlers.setdefault(channel, []).append(_Handler(func, once=once))
         if new and self._loop is not None and not self._stopping:
             self._schedule(self._subscribe([channel]))
 
@@ -187,6 +197,17 @@ class RedisSubscriber:
     @property
     def channels(self) -> list[str]:
         return list(self._handlers)
+
+    def take_exact_handlers(self, keep: tuple[str, ...] = ()) -> dict[str, list[_Handler]]:
+        """Remove and return the handlers of exact (non-glob) channels, except ``keep``.
+
+        Durable delivery serves them from consumer groups instead of Pub/Sub;
+        call before :meth:`start`.
+        """
+        taken = {c: h for c, h in self._handlers.items() if not is_glob(c) and c not in keep}
+        for channel in taken:
+            del self._handlers[channel]
+        return taken
 
     @property
     def running(self) -> bool:
@@ -445,6 +466,6 @@ def get_global_subscriber() -> RedisSubscriber:
     return _global
 
 
-def redis_subscribe(channel: str) -> Callable[[HandlerFunc], HandlerFunc]:
-    """Register the decorated function on the global subscriber."""
-    return get_global_subscriber().on(channel)
+def redis_subscribe(channel: str, once: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register the decorated function on the global subscriber (``once``: see :meth:`RedisSubscriber.on`)."""
+    return get_global_subscriber().on(channel, once=once)

@@ -21,7 +21,7 @@ from .conf import conf
 from .keys import full_channel
 
 # KEYS: stream, meta, idem   ARGV: outbox id, payload (a JSON object), maxlen, channel, epoch if new, ids kept
-# -> {offset, epoch, 1 published | 0 already published}
+# -> {offset, epoch, 1 published | 0 already published, receivers}
 APPEND = """
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -29,7 +29,7 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if seen then return {tonumber(seen), epoch, 0} end
+if seen then return {tonumber(seen), epoch, 0, 0} end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
 redis.call('ZADD', KEYS[3], offset, ARGV[1])
@@ -41,8 +41,8 @@ if data == '{}' then
 elseif string.sub(data, -1) == '}' then
   data = string.sub(data, 1, -2) .. ',' .. position .. '}'
 end
-redis.call('PUBLISH', ARGV[4], data)
-return {offset, epoch, 1}
+local receivers = redis.call('PUBLISH', ARGV[4], data)
+return {offset, epoch, 1, receivers}
 """
 
 _SHA = hashlib.sha1(APPEND.encode()).hexdigest()
@@ -74,8 +74,27 @@ def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[
         reply = conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
     except redis.exceptions.NoScriptError:
         reply = conn.eval(APPEND, len(script_keys), *script_keys, *args)
-    offset, epoch, published = reply
+    offset, epoch, published, _receivers = reply
     return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published)
+
+
+def publish(conn: redis.Redis, channel: str, data: str) -> int:
+    """A durable publish without an outbox row (a producer without a database): returns receivers."""
+    script_keys, args = append_args(channel, os.urandom(12).hex(), data)
+    try:
+        reply = conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
+    except redis.exceptions.NoScriptError:
+        reply = conn.eval(APPEND, len(script_keys), *script_keys, *args)
+    return int(reply[3])
+
+
+async def apublish(conn: Any, channel: str, data: str) -> int:
+    script_keys, args = append_args(channel, os.urandom(12).hex(), data)
+    try:
+        reply = await conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
+    except redis.exceptions.NoScriptError:
+        reply = await conn.eval(APPEND, len(script_keys), *script_keys, *args)
+    return int(reply[3])
 
 
 def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool]]:
@@ -94,6 +113,6 @@ def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tu
         conn.script_load(APPEND)
         replies = run()
     out = []
-    for offset, epoch, published in replies:
+    for offset, epoch, published, _receivers in replies:
         out.append((int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published)))
     return out

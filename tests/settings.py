@@ -85,6 +85,7 @@ SUPERGRAPH_MESSAGING = {
     # Durable-delivery tests switch worker subprocesses with SGM_DELIVERY=durable.
     "DELIVERY": os.environ.get("SGM_DELIVERY", "pubsub"),
     "SERVICE_NAME": "tests",
+    "CLAIM_IDLE": float(os.environ.get("SGM_CLAIM_IDLE", "60")),
     # End-to-end tests start daphne with short ping timings to see 4008 quickly.
     "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
     "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),

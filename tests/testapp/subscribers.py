@@ -25,4 +25,21 @@ def fast_handler(data: dict[str, Any]) -> None:
     """Records how long after publishing it ran."""
     get_redis_client().redis.rpush("testapp:fast", str(time.time() - float(data["t"])))
 
+@redis_subscribe("testapp.orders", once=True)
+def apply_order(data: dict[str, Any]) -> None:
+    """An effect that must happen once per event (durable tests): a row per order, then an optional stall."""
+    from tests.testapp.models import CameraModel
+
+    CameraModel.objects.create(name=f"order-{data['id']}")
+    time.sleep(float(data.get("sleep", 0)))
+
+
+@redis_subscribe("testapp.flaky")
+def flaky(data: dict[str, Any]) -> None:
+    """Fails on events marked to fail (durable tests: retries and the dead-letter stream)."""
+    if data.get("fail"):
+        raise RuntimeError(f"cannot handle {data}")
+    get_redis_client().redis.rpush("testapp:flaky", str(data.get("n")))
+
+
 from tests.testapp import caching  # noqa: E402,F401 - registers invalidate_on templates

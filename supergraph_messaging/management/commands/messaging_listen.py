@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 
 from supergraph_messaging import outbox
 from supergraph_messaging.conf import conf
+from supergraph_messaging.groups import GroupConsumer
 from supergraph_messaging.pubsub import get_global_subscriber
 
 logger = logging.getLogger("supergraph_messaging.worker")
@@ -29,15 +30,18 @@ class Command(BaseCommand):
         if not channels:
             self.stderr.write("No handlers registered: add subscribers.py modules to your apps.")
         self.stdout.write("Listening on: " + (", ".join(sorted(channels)) or "(nothing yet)"))
+        durable = None
         if conf.durable:
-            self.stdout.write("Relaying the outbox (DELIVERY='durable').")
+            durable = GroupConsumer(subscriber.take_exact_handlers())
+            self.stdout.write(f"Durable (SERVICE_NAME={conf.service_name!r}): consumer groups for "
+                              f"{', '.join(sorted(durable.handlers)) or 'nothing'}; relaying the outbox.")
         self.stdout.flush()
-        asyncio.run(self._serve(subscriber))
+        asyncio.run(self._serve(subscriber, durable))
         self.stdout.write("Stopped.")
 
-    async def _serve(self, subscriber: Any) -> None:
+    async def _serve(self, subscriber: Any, durable: GroupConsumer | None) -> None:
         stop = asyncio.Event()
-        if not conf.durable:
+        if durable is None:
             await subscriber.serve(stop)
             return
         wake = asyncio.Event()
@@ -46,6 +50,7 @@ class Command(BaseCommand):
             wake.set()
 
         subscriber.on(outbox.NUDGE_CHANNEL)(nudged)
+        await durable.start()  # groups exist before the relay appends anything
         relay = asyncio.get_running_loop().create_task(outbox.relay_forever(stop, wake))
         try:
             await subscriber.serve(stop)
@@ -54,3 +59,4 @@ class Command(BaseCommand):
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
+            await durable.stop()

@@ -1,0 +1,196 @@
+"""Durable consumers: each handler reads its channel's stream through a consumer group.
+
+With ``DELIVERY = "durable"`` the worker serves handlers of exact channels
+(and every ``invalidate_on``) from Redis Streams instead of Pub/Sub, so an
+event published while the worker was down, restarting or stuck is delivered
+when it comes back. Each handler has its own group, named
+``<SERVICE_NAME>.<module>.<function>``: replicas of one service share it
+(each event runs once per service), other services have their own. An entry
+is acknowledged after the handler returns; on start a consumer finishes its
+own pending entries first (those it received and did not acknowledge before
+it was killed). A handler that keeps failing is retried ``MAX_DELIVERIES``
+times, then the entry is copied to the channel's dead-letter stream, logged
+at ERROR and acknowledged, and the rest of the channel goes on.
+
+Entries that another consumer of the group received and did not acknowledge
+for ``CLAIM_IDLE`` seconds (it was killed) are claimed with ``XAUTOCLAIM``.
+
+``once=True`` handlers run inside a transaction that records
+``(group, event_id)``: a redelivery finds the record and is skipped, so the
+effect happens once although delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+import redis
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, close_old_connections, transaction
+
+from . import streams
+from .conf import conf
+from .connection import REDIS_ERRORS, get_redis_client
+from .serialization import UNDECODABLE, decode_or_undecodable
+
+logger = logging.getLogger("supergraph_messaging.groups")
+
+READ_COUNT = 100
+BLOCK_MS = 1000
+RETRY_BASE = 0.05
+
+
+def group_name(handler: Any) -> str:
+    return f"{conf.service_name}.{handler.name}"
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def dead_letter_key(channel: str) -> str:
+    return streams.keys(channel)[0] + ":dead"
+
+
+def _run_once(group: str, event_id: str, func: Any, args: tuple[Any, ...]) -> bool:
+    """Apply ``func`` and record it in one transaction; False when this group applied the event before."""
+    from .models import ProcessedEvent
+
+    close_old_connections()
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    ProcessedEvent.objects.create(group=group, event_id=event_id)
+            except IntegrityError:
+                return False
+            func(*args)
+            return True
+    finally:
+        close_old_connections()
+
+
+class GroupConsumer:
+    """The consumer-group loops of one worker process."""
+
+    def __init__(self, handlers: dict[str, list[Any]]) -> None:
+        self.handlers = handlers
+        self.consumer = consumer_name()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.handled = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        """Create the groups (at the stream's end when new), then start one loop per handler."""
+        conn = get_redis_client().aredis
+        for channel, handlers in self.handlers.items():
+            for handler in handlers:
+                await self._ensure_group(conn, channel, handler, "$")
+                self._tasks.append(asyncio.get_running_loop().create_task(
+                    self._consume(channel, handler), name=f"group:{group_name(handler)}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+
+    async def _ensure_group(self, conn: Any, channel: str, handler: Any, start: str) -> None:
+        try:
+            await conn.xgroup_create(streams.keys(channel)[0], group_name(handler), id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume(self, channel: str, handler: Any) -> None:
+        stream = streams.keys(channel)[0]
+        group = group_name(handler)
+        cursor = "0"  # our own pending entries first: received before a crash, never acknowledged
+        failing = False
+        next_claim = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn: Any = get_redis_client().aredis
+                if loop.time() >= next_claim:
+                    # Entries a dead replica received and never acknowledged: ours after CLAIM_IDLE.
+                    next_claim = loop.time() + conf.claim_idle / 2
+                    claimed = await conn.xautoclaim(stream, group, self.consumer, int(conf.claim_idle * 1000),
+                                                    start_id="0-0", count=READ_COUNT)
+                    for entry_id, fields in claimed[1]:
+                        await self._handle(conn, stream, group, channel, handler, entry_id, fields)
+                reply: Any = await conn.xreadgroup(group, self.consumer, {stream: cursor}, count=READ_COUNT,
+                                              block=BLOCK_MS if cursor == ">" else None)
+                if failing:
+                    failing = False
+                    logger.info("Consumer group %s reads %r again.", group, channel)
+                entries = reply[0][1] if reply else []
+                if cursor == "0" and not entries:
+                    cursor = ">"
+                    continue
+                for entry_id, fields in entries:
+                    await self._handle(conn, stream, group, channel, handler, entry_id, fields)
+            except asyncio.CancelledError:
+                raise
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream and its groups are gone (Redis lost its data): start over from what is there.
+                logger.warning("Consumer group %s was lost with %r's stream; recreating it.", group, channel)
+                await self._ensure_group(get_redis_client().aredis, channel, handler, "0")
+                cursor = "0"
+            except REDIS_ERRORS as exc:
+                if not failing:
+                    failing = True
+                    logger.warning("Consumer group %s cannot read %r (%s); retrying.", group, channel, exc)
+                await asyncio.sleep(0.5)
+
+    async def _handle(self, conn: Any, stream: str, group: str, channel: str, handler: Any,
+                      entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        if not fields:  # trimmed away while pending: nothing left to deliver
+            await conn.xack(stream, group, entry_id)
+            return
+        data = decode_or_undecodable(fields.get(b"d", b""))
+        event_id = fields.get(b"o", entry_id).decode()
+        if data is UNDECODABLE:
+            logger.error("Entry %s of %r is not JSON; dead-lettered.", entry_id, channel)
+            await self._dead_letter(conn, channel, entry_id, fields, "not JSON")
+            await conn.xack(stream, group, entry_id)
+            return
+        if isinstance(data, dict):
+            data.setdefault("_position", {"offset": int(entry_id.split(b"-")[0])})
+        args = (data, channel) if handler.wants_channel else (data,)
+        for attempt in range(1, conf.max_deliveries + 1):
+            try:
+                if handler.once:
+                    await sync_to_async(_run_once, thread_sensitive=False)(group, event_id, handler.func, args)
+                else:
+                    await handler.call(*args)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("Handler %s failed on event %s of %r (attempt %d of %d).", handler.name,
+                                 event_id, channel, attempt, conf.max_deliveries)
+                if attempt == conf.max_deliveries:
+                    await self._dead_letter(conn, channel, entry_id, fields, repr(exc))
+                    break
+                await asyncio.sleep(min(RETRY_BASE * 2**attempt, 2.0))
+        await conn.xack(stream, group, entry_id)
+        self.handled += 1
+
+    async def _dead_letter(self, conn: Any, channel: str, entry_id: bytes, fields: dict[bytes, bytes],
+                           reason: str) -> None:
+        self.dead_lettered += 1
+        await conn.xadd(dead_letter_key(channel), {**fields, b"entry": entry_id, b"reason": reason.encode()},
+                        maxlen=conf.stream_maxlen, approximate=True)
+        logger.error("Event %s of %r moved to the dead-letter stream %s (%s).",
+                     fields.get(b"o", entry_id).decode(), channel, dead_letter_key(channel), reason)

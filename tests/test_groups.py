@@ -1,0 +1,105 @@
+"""Durable consumers (consumer groups) with a real messaging_listen worker: nothing lost across its death."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from supergraph_messaging import publish_event, redis_publish, streams
+from supergraph_messaging.events import flush_events
+from tests.conftest import manage, wait_for
+from tests.testapp.models import CameraModel
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+DURABLE = {"DELIVERY": "durable", "SERVICE_NAME": "tests", "ADMIN_KEY_PATTERNS": ["*"]}
+
+
+@pytest.fixture
+def durable() -> Iterator[None]:
+    with override_settings(SUPERGRAPH_MESSAGING=DURABLE):
+        yield
+
+
+class Worker:
+    def __init__(self, redis_conn: Any, **env: str) -> None:
+        self.proc = manage("messaging_listen", SGM_DELIVERY="durable", **env)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+        assert "consumer groups" in self.proc.stdout.readline()
+        wait_for(lambda: redis_conn.pubsub_numsub("sgm:relay")[0][1] == 1, timeout=15)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+
+def test_events_published_while_the_worker_is_down_are_handled_when_it_returns(redis_conn: Any,
+                                                                                durable: None) -> None:
+    Worker(redis_conn).stop()  # the service's groups exist from its first start on
+    for n in range(20):
+        redis_publish("testapp.flaky", {"n": n})  # durable: appended to the stream, nobody listening
+    worker = Worker(redis_conn)
+    try:
+        wait_for(lambda: redis_conn.llen("testapp:flaky") == 20, timeout=10)
+    finally:
+        worker.stop()
+    handled = [int(n) for n in redis_conn.lrange("testapp:flaky", 0, -1)]
+    print(f"\nworker down while 20 events were published: {20 - len(handled)} lost")
+    assert handled == list(range(20))
+
+
+def test_a_failing_event_is_retried_dead_lettered_and_the_rest_goes_on(redis_conn: Any, durable: None) -> None:
+    worker = Worker(redis_conn)
+    try:
+        for n in range(5):
+            redis_publish("testapp.flaky", {"n": n, "fail": n == 2})
+        wait_for(lambda: redis_conn.llen("testapp:flaky") == 4, timeout=15)
+        dead = streams.keys("testapp.flaky")[0] + ":dead"
+        wait_for(lambda: redis_conn.xlen(dead) == 1, timeout=5)
+    finally:
+        worker.stop()
+    assert [int(n) for n in redis_conn.lrange("testapp:flaky", 0, -1)] == [0, 1, 3, 4]
+    (entry,) = redis_conn.xrange(dead)
+    assert json.loads(entry[1][b"d"])["n"] == 2 and b"RuntimeError" in entry[1][b"reason"]
+
+
+def test_worker_killed_mid_handler_the_effect_still_happens_once(redis_conn: Any, durable: None) -> None:
+    Worker(redis_conn).stop()
+    event_id = "11111111-1111-1111-1111-111111111111"
+    publish_event("testapp.orders", {"id": 1, "sleep": 3, "_meta": {"event_id": event_id}})
+    flush_events()
+    first = Worker(redis_conn, SGM_CLAIM_IDLE="1")
+    time.sleep(1.5)  # the handler is inside its transaction, sleeping
+    first.stop(signal.SIGKILL)
+    assert CameraModel.objects.filter(name="order-1").count() == 0  # rolled back with the process
+    second = Worker(redis_conn, SGM_CLAIM_IDLE="1")
+    try:
+        wait_for(lambda: CameraModel.objects.filter(name="order-1").exists(), timeout=20)
+        # The same event delivered once more (a duplicate in the stream): its effect is not repeated.
+        entry = redis_conn.xrange(streams.keys("testapp.orders")[0])[0][1]
+        redis_conn.xadd(streams.keys("testapp.orders")[0], {b"o": entry[b"o"], b"d": entry[b"d"]})
+        time.sleep(4.5)
+    finally:
+        second.stop()
+    effects = CameraModel.objects.filter(name="order-1").count()
+    print(f"\nkill -9 mid-handler, then a duplicate delivery: the effect happened {effects} time(s)")
+    assert effects == 1
+
+
+def test_invalidations_missed_while_the_worker_was_down_are_applied(redis_conn: Any, durable: None) -> None:
+    Worker(redis_conn).stop()
+    redis_conn.mset({f"camera:mac:D{i}": b"stale" for i in range(10)})
+    for i in range(10):
+        redis_publish("camera.updated", {"mac_address": f"D{i}"})
+    assert redis_conn.exists(*[f"camera:mac:D{i}" for i in range(10)]) == 10
+    worker = Worker(redis_conn)
+    try:
+        wait_for(lambda: redis_conn.exists(*[f"camera:mac:D{i}" for i in range(10)]) == 0, timeout=10)
+    finally:
+        worker.stop()
