@@ -140,6 +140,8 @@ SETTINGS: dict[str, Setting] = {
     "CLAIM_IDLE": Setting(60.0, NUMBER, is_positive_number,
                           doc="A durable event another consumer received and has not acknowledged for this long "
                               "(it died) is claimed and handled here."),
+    "WS_RECOVERY_MAX": Setting(300, "a positive integer", is_positive_int,
+                               doc="Most missed events a WebSocket resume replays; beyond it: recovered false."),
     "ADMIN_KEY_PATTERNS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
                                   doc="Keys the admin cache browser may show besides KEY_PREFIX and the "
                                       "registered templates (session keys never)."),
@@ -361,6 +363,10 @@ class Settings:
     @property
     def claim_idle(self) -> float:
         return float(self._get("CLAIM_IDLE"))
+
+    @property
+    def ws_recovery_max(self) -> int:
+        return int(self._get("WS_RECOVERY_MAX"))
 
     @property
     def admin_key_patterns(self) -> tuple[str, ...]:

@@ -22,9 +22,11 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils.module_loading import import_string
 
 from .conf import conf
-from .connection import REDIS_ERRORS
+from .connection import REDIS_ERRORS, get_redis_client
 from .flow import FlowControl
 from .hub import Route, get_hub
+from .recovery import Position, missed
+from .serialization import dumps
 from .subscriptions import FilterError, Subscription, get_subscription
 
 logger = logging.getLogger("supergraph_messaging.ws")
@@ -192,14 +194,23 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             self.abort(INIT_TIMEOUT)
 
     # -- Sink (called by the hub) ---------------------------------------------
-    def deliver(self, route: Route, channel: str, data_json: str) -> None:
+    def deliver(self, route: Route, channel: str, data_json: str, position: Position | None = None) -> None:
+        if route.buffer is not None:  # a resume is replaying what the client missed: live frames wait
+            route.buffer.append((channel, data_json, position))
+            return
+        self._next(route, channel, data_json, position)
+
+    def _next(self, route: Route, channel: str, data_json: str, position: Position | None) -> None:
         if len(data_json) > conf.ws_max_event_bytes:
             # Never the bytes: a huge event would be queued once per subscription.
             self.gap(route, "event_too_large")
             return
         # The event's JSON was encoded once by the hub for every route; splice it in.
-        head = _dumps({"id": route.sub_id, "type": "next", "payload": {"entity": route.entity, "channel": channel}})
-        self.enqueue(f'{head[:-2]},"data":{data_json}}}}}')
+        head: dict[str, Any] = {"entity": route.entity, "channel": channel}
+        if position is not None:
+            head["offset"], head["epoch"] = position
+        frame = _dumps({"id": route.sub_id, "type": "next", "payload": head})
+        self.enqueue(f'{frame[:-2]},"data":{data_json}}}}}')
 
     def gap(self, route: Route, reason: str = "reconnected") -> None:
         self.enqueue(_dumps({"id": route.sub_id, "type": "gap", "payload": {"reason": reason}}))
@@ -384,7 +395,13 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                              _qualname(subscription), sub_id)
             self._error(sub_id, "server_error", f"{subscription.entity} could not be subscribed (server error).")
             return
+        since, problem = _parse_since(payload.get("since"))
+        if problem:
+            self._error(sub_id, "invalid_since", problem)
+            return
         route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions, fields)
+        if since is not None:
+            route.buffer = []
         twin = next((other for other in self.routes.values() if other.same_as(route)), None)
         if twin is not None:
             self._error(sub_id, "duplicate_subscription",
@@ -402,7 +419,47 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if self.closing:
             get_hub().remove(route)
             return
-        self.enqueue(_dumps({"id": sub_id, "type": "subscribed", "payload": {"entity": subscription.entity}}))
+        if since is None:
+            self.enqueue(_dumps({"id": sub_id, "type": "subscribed", "payload": {"entity": subscription.entity}}))
+        else:
+            await self._resume(route, since)
+
+    async def _resume(self, route: Route, since: dict[str, Position]) -> None:
+        """Send what the client missed since its positions, then the live frames held meanwhile.
+
+        No duplicates (a held frame at or below what was replayed is dropped)
+        and no holes (the route was live before the stream was read).
+        """
+        replay: list[tuple[str, Position, Any]] = []
+        recovered = True
+        conn = get_redis_client().aredis
+        for channel, position in since.items():
+            if channel not in route.channels:
+                continue
+            try:
+                events = await missed(conn, channel, position, conf.ws_recovery_max)
+            except REDIS_ERRORS:
+                events = None
+            if events is None:
+                recovered = False
+                continue
+            replay += [(channel, pos, data) for pos, data in events if route.matches(data)]
+        self.enqueue(_dumps({"id": route.sub_id, "type": "subscribed",
+                             "payload": {"entity": route.entity, "recovered": recovered}}))
+        if not recovered:
+            self.gap(route, "unrecoverable")
+        last: dict[str, int] = {}
+        for channel, position, data in replay:
+            projected = data
+            if route.fields is not None and isinstance(data, dict):
+                projected = {f: data[f] for f in route.fields if f in data}
+            self._next(route, channel, dumps(projected).decode(), position)
+            last[channel] = position[0]
+        held, route.buffer = route.buffer or [], None
+        for channel, data_json, live_position in held:
+            if live_position is not None and live_position[0] <= last.get(channel, -1):
+                continue
+            self._next(route, channel, data_json, live_position)
 
     async def on_complete(self, message: dict[str, Any]) -> None:
         sub_id = message.get("id")
@@ -412,6 +469,22 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         route = self.routes.pop(sub_id, None)
         if route is not None:
             get_hub().remove(route)
+
+
+def _parse_since(raw: Any) -> tuple[dict[str, Position] | None, str]:
+    """``{"channel": {"offset": n, "epoch": "..."}}`` -> positions, or the problem."""
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, dict) or len(raw) > 100:
+        return None, "since must be an object of channel: {offset, epoch}."
+    out: dict[str, Position] = {}
+    for channel, position in raw.items():
+        offset = position.get("offset") if isinstance(position, dict) else None
+        epoch = position.get("epoch") if isinstance(position, dict) else None
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0 or not isinstance(epoch, str):
+            return None, f"since[{channel!r}] must be {{\"offset\": a non-negative integer, \"epoch\": a string}}."
+        out[str(channel)] = (offset, epoch)
+    return out, ""
 
 
 def _parse_fields(subscription: type[Subscription], raw: Any) -> tuple[tuple[str, ...] | None, str]:

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import serialization
+from .conf import conf
+from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import RedisUnavailable
 from .pubsub import RedisSubscriber
+from .recovery import Position, missed, position_of
 from .subscriptions import Condition, match_key
 
 logger = logging.getLogger("supergraph_messaging.hub")
@@ -24,7 +27,7 @@ _HASHABLE = (str, int, float, bool, type(None))
 
 
 class Sink(Protocol):
-    def deliver(self, route: Route, channel: str, data_json: str) -> None: ...
+    def deliver(self, route: Route, channel: str, data_json: str, position: Position | None = None) -> None: ...
 
     def gap(self, route: Route, reason: str = "reconnected") -> None: ...
 
@@ -32,7 +35,7 @@ class Sink(Protocol):
 class Route:
     """One client subscription: where matching events go."""
 
-    __slots__ = ("channels", "conditions", "entity", "fields", "generation", "index", "sink", "sub_id")
+    __slots__ = ("buffer", "channels", "conditions", "entity", "fields", "generation", "index", "sink", "sub_id")
 
     def __init__(self, sink: Sink, sub_id: str, entity: str, channels: list[str],
                  conditions: list[Condition], fields: tuple[str, ...] | None) -> None:
@@ -45,6 +48,8 @@ class Route:
         self.index = _pick_index(conditions)
         #: The subscriber connection this route went live on (-1: not live yet).
         self.generation = -1
+        #: Live frames held back while a resume replays what the client missed (None: not resuming).
+        self.buffer: list[tuple[str, str, Position | None]] | None = None
 
     def same_as(self, other: Route) -> bool:
         """Whether ``other`` would deliver exactly the same frames (a duplicate on one connection)."""
@@ -126,6 +131,8 @@ class Hub:
         self._channels: dict[str, ChannelRoutes] = {}
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._routes: set[Route] = set()
+        #: The last position seen per durable channel: where a reconnect fills from.
+        self.positions: dict[str, Position] = {}
         self._start_lock = asyncio.Lock()
         self.delivered = 0
 
@@ -177,6 +184,9 @@ class Hub:
         routes = self._channels.get(key)
         if routes is None:
             return
+        position = position_of(data)
+        if position is not None:
+            self.positions[channel] = position
         encoded: dict[tuple[str, ...] | None, str] = {}
         for route in routes.candidates(data):
             if not route.matches(data):
@@ -188,14 +198,32 @@ class Hub:
                     projected = {f: data[f] for f in route.fields if f in data}
                 text = encoded[route.fields] = serialization.dumps(projected).decode()
             self.delivered += 1
-            route.sink.deliver(route, channel, text)
+            route.sink.deliver(route, channel, text, position)
 
     async def _on_reconnect(self) -> None:
-        """Routes that were live on an earlier connection may have missed events: tell them."""
+        """Fill what routes live on an earlier connection missed from the streams; a gap where that fails."""
         current = self.subscriber.generation
-        for route in list(self._routes):
-            if 0 <= route.generation < current:
-                route.generation = current
+        stale = [r for r in self._routes if 0 <= r.generation < current]
+        for route in stale:
+            route.generation = current
+        unfilled: set[str] = set()
+        conn = get_redis_client().aredis
+        for channel in {c for r in stale for c in r.channels}:
+            position = self.positions.get(channel)
+            events = None
+            if position is not None:
+                try:
+                    events = await missed(conn, channel, position, conf.ws_recovery_max)
+                except REDIS_ERRORS:
+                    events = None
+            if events is None:
+                unfilled.add(channel)
+                continue
+            for _position, data in events:
+                if self.positions.get(channel, (0, ""))[0] < _position[0]:
+                    self.dispatch(channel, channel, data)
+        for route in stale:
+            if unfilled & set(route.channels):
                 route.sink.gap(route)
 
     async def close(self) -> None:
