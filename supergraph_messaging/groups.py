@@ -49,7 +49,10 @@ def group_name(handler: Any) -> str:
 
 
 def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Stable across restarts (``$SGM_CONSUMER``, else the host name), so a restarted worker finds its
+    own pending entries first and handles them before newer ones: per-channel order survives a crash.
+    Two workers on one host need different names (``messaging_listen --consumer``)."""
+    return os.environ.get("SGM_CONSUMER") or socket.gethostname()
 
 
 def dead_letter_key(channel: str) -> str:

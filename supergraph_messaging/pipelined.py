@@ -7,8 +7,8 @@ call), the publisher took it and the request waited to get it back. Under
 CPU contention a descheduled publisher held the GIL for a whole time slice
 (measured: +131 µs of stalls inside ``cursor.execute`` per request).
 
-Here the request thread itself writes the command to its own connection
-(one per thread; about 20 µs) and never waits for the reply: replies that
+Here the request thread itself writes the command to the process's
+publishing connection (about 20 µs) and never waits for the reply: replies that
 have arrived are read before the next send, and :meth:`flush` reads the
 rest. No thread, no hand-off, no round trip on the request path. Replies
 come back in order, so each confirms the oldest unconfirmed event.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 import weakref
@@ -40,6 +41,7 @@ class _Line:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
+        self.pid = os.getpid()
         pool = client.redis.connection_pool
         self.conn: Any = pool.connection_class(**pool.connection_kwargs)
         self.pending: collections.deque[Event] = collections.deque()
@@ -47,23 +49,34 @@ class _Line:
 
 
 class PipelinedPublisher:
+    """One connection per process, shared by every thread under a lock.
+
+    One connection, not one per thread: threads that commit changes of the
+    same row one after the other must publish in that order, and only a single
+    TCP stream keeps it (measured: per-thread connections reordered 338 of
+    1,000 row versions while Redis was frozen for 3 s).
+    """
+
     def __init__(self, on_published: Any, on_failed: Any) -> None:
         self._on_published = on_published
         self._on_failed = on_failed
-        self._local = threading.local()
+        self._current: _Line | None = None
         self._lines: weakref.WeakSet[_Line] = weakref.WeakSet()
         self._lines_lock = threading.Lock()
 
     def _line(self) -> _Line:
         client = get_redis_client()
-        line: _Line | None = getattr(self._local, "line", None)
-        if line is None or line.client is not client:
-            if line is not None:
-                self._close(line, "the Redis settings changed")
-            line = _Line(client)
-            self._local.line = line
-            with self._lines_lock:
+        line = self._current
+        if line is not None and line.client is client and line.pid == os.getpid():
+            return line
+        with self._lines_lock:
+            line = self._current
+            if line is None or line.client is not client or line.pid != os.getpid():
+                old, line = line, _Line(client)
+                self._current = line
                 self._lines.add(line)
+                if old is not None and old.pid == os.getpid():
+                    self._close(old, "the Redis settings changed")
         return line
 
     def publish(self, channel: str, payload: dict[str, Any]) -> None:

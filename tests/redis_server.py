@@ -41,7 +41,8 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, aof: bool = False) -> None:
+        self.aof = aof
         self.port = port or free_port()
         self.binary = binary or redis_server_binary()
         self.dir = tempfile.mkdtemp(prefix="sgm-redis-")
@@ -62,7 +63,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", "always",
                 "--dir", self.dir,
                 "--maxclients", "4000",
                 "--protected-mode", "no",

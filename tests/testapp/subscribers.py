@@ -42,4 +42,14 @@ def flaky(data: dict[str, Any]) -> None:
     get_redis_client().redis.rpush("testapp:flaky", str(data.get("n")))
 
 
+@redis_subscribe("chaos.rows", once=True)
+def chaos_effect(data: dict[str, Any]) -> None:
+    """The durability harness's handler: an effect in the database (must happen once per event) and
+    the order it saw each row's versions in."""
+    from tests.testapp.models import CameraModel
+
+    CameraModel.objects.create(name=f"chaos:{data['row']}:{data['version']}")
+    get_redis_client().redis.rpush("chaos:order", f"{data['row']}:{data['version']}")
+
+
 from tests.testapp import caching  # noqa: E402,F401 - registers invalidate_on templates

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -24,7 +25,14 @@ class Command(BaseCommand):
         "also relay the outbox. Stops on SIGTERM/SIGINT after finishing what it received."
     )
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--consumer", default=None,
+                            help="This worker's name in its consumer groups (durable delivery; default: the "
+                                 "host name). Give each worker on one host its own.")
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if options.get("consumer"):
+            os.environ["SGM_CONSUMER"] = options["consumer"]
         subscriber = get_global_subscriber()
         channels = subscriber.channels
         if not channels:
