@@ -65,7 +65,9 @@ CACHES = {"default": {
     "LOCATION": REDIS_URL,
     "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 1.0},
 }}
-SUPERGRAPH_MESSAGING = {"DEFAULT_TTL": 3600}
+# Durable delivery: every change is written to the outbox with the change, relayed by messaging_listen,
+# and consumed through consumer groups (nothing lost across restarts); WebSocket clients can resume.
+SUPERGRAPH_MESSAGING = {"DEFAULT_TTL": 3600, "DELIVERY": "durable", "SERVICE_NAME": "demo"}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],

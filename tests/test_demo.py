@@ -52,9 +52,9 @@ class Demo:
             except httpx.HTTPError:
                 time.sleep(0.05)
         self.redis = redis.Redis.from_url(self.redis_url)
-        # messaging_listen is up once it subscribed
+        # messaging_listen is up once it subscribed (durable delivery: to the relay's nudges)
         for _ in range(200):
-            if self.redis.pubsub_numsub("camera.updated")[0][1]:
+            if self.redis.pubsub_numsub("sgm:relay")[0][1]:
                 break
             time.sleep(0.05)
 
