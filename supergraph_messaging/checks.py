@@ -209,3 +209,33 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id="supergraph_messaging.W003",
         )
     ]
+
+
+@register("supergraph_messaging")
+def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Durable delivery: what it cannot make durable (W301 model-signal events outside atomic(),
+    W302 handlers on glob channels)."""
+    if not conf.durable:
+        return []
+    from .events import _model_events
+    from .keys import is_glob
+    from .pubsub import get_global_subscriber
+
+    warnings: list[Any] = []
+    databases = getattr(settings, "DATABASES", {})
+    if _model_events and not all(db.get("ATOMIC_REQUESTS") for db in databases.values()):
+        warnings.append(Warning(
+            "register_model_events writes its outbox rows in post_save/post_delete: outside atomic() "
+            "(no ATOMIC_REQUESTS) the change and its event commit separately, and a crash between them "
+            "loses the event.",
+            hint="Set ATOMIC_REQUESTS, or wrap changes made outside the API in transaction.atomic().",
+            id="supergraph_messaging.W301",
+        ))
+    globs = sorted(c for c in get_global_subscriber().channels if is_glob(c))
+    if globs:
+        warnings.append(Warning(
+            f"Handlers on glob channels stay at-most-once with DELIVERY='durable': {', '.join(globs)}.",
+            hint="Subscribe to exact channels for durable delivery.",
+            id="supergraph_messaging.W302",
+        ))
+    return warnings

@@ -36,6 +36,7 @@ from . import streams
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .serialization import UNDECODABLE, decode_or_undecodable
+from .signals import stream_reset
 
 logger = logging.getLogger("supergraph_messaging.groups")
 
@@ -146,10 +147,13 @@ class GroupConsumer:
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                # The stream and its groups are gone (Redis lost its data): start over from what is there.
-                logger.warning("Consumer group %s was lost with %r's stream; recreating it.", group, channel)
+                # The stream and its groups are gone (Redis lost its data): start over from what is there,
+                # and say so: events published before the loss may never arrive.
+                logger.warning("Consumer group %s was lost with %r's stream (Redis lost its data); recreating "
+                               "it and sending stream_reset.", group, channel)
                 await self._ensure_group(get_redis_client().aredis, channel, handler, "0")
                 cursor = "0"
+                await stream_reset.asend(sender=GroupConsumer, channel=channel, group=group, handler=handler.func)
             except REDIS_ERRORS as exc:
                 if not failing:
                     failing = True

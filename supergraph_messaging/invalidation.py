@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.dispatch import receiver
+
 from . import stats
 from .cache import CacheManager
 from .keys import KeyTemplate, escape_glob
 from .pubsub import get_global_subscriber
+from .signals import stream_reset
 
 logger = logging.getLogger("supergraph_messaging.cache")
 
@@ -159,3 +162,15 @@ async def invalidate_for_event(channel: str, payload: Any) -> int:
 async def _on_event(payload: Any, channel: str) -> None:
     deleted = await invalidate_for_event(channel, payload)
     logger.debug("Event on %r invalidated %d key(s).", channel, deleted)
+
+
+@receiver(stream_reset)
+async def _on_stream_reset(channel: str, handler: Any, **kwargs: Any) -> None:
+    """History lost: every key of the templates this channel feeds may be stale. Delete them by pattern."""
+    if handler is not _on_event:
+        return
+    manager = CacheManager()
+    deleted = 0
+    for template, _on_missing in _by_channel.get(channel, ()):
+        deleted += await manager.ainvalidate_pattern(template.pattern())
+    logger.warning("The history of %r was lost: invalidated %d key(s) of its templates by pattern.", channel, deleted)

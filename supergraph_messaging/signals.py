@@ -12,3 +12,9 @@ reconnected = Signal()
 #: Sent after an ``EventConfig`` event was published, with ``channel=``,
 #: ``payload=`` and ``receivers=``.
 event_published = Signal()
+
+#: Sent by a durable consumer that found its channel's history gone (Redis lost its data: the
+#: stream and its consumer groups with it), with ``channel=``, ``group=`` and ``handler=``.
+#: Events published before may never be delivered: resync here. The invalidation of every
+#: cache template fed by the channel, by pattern, is connected already.
+stream_reset = Signal()

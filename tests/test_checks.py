@@ -217,3 +217,29 @@ def test_deploy_check_asks_for_exact_origins() -> None:
     assert [m.id for m in check_deploy()] == ["supergraph_messaging.W003"]
     with override_settings(SUPERGRAPH_MESSAGING={"WS_ALLOWED_ORIGINS": ["https://app.example.com"]}):
         assert check_deploy() == []
+
+
+def test_durable_checks_warn_about_what_stays_loose() -> None:
+    from supergraph_messaging import EventConfig, register_model_events
+    from supergraph_messaging.checks import check_durable
+    from supergraph_messaging.pubsub import get_global_subscriber
+    from tests.testapp.models import Camera
+
+    assert check_durable() == []  # pubsub mode
+    handler = register_model_events(Camera, EventConfig(publish={"create": "x.created"}, payload_fields=["id"]))
+    subscriber = get_global_subscriber()
+
+    def on_glob(data: object) -> None: ...
+
+    subscriber.on("glob.events.*")(on_glob)
+    try:
+        with override_settings(SUPERGRAPH_MESSAGING={"DELIVERY": "durable", "SERVICE_NAME": "t"}):
+            found = {m.id: m.msg for m in check_durable()}
+        assert set(found) == {"supergraph_messaging.W301", "supergraph_messaging.W302"}
+        assert "glob.events.*" in found["supergraph_messaging.W302"]
+    finally:
+        handler.disconnect()
+        subscriber.remove_handler("glob.events.*", on_glob)
+        from supergraph_messaging.events import _model_events
+
+        _model_events.pop(Camera, None)

@@ -103,3 +103,20 @@ def test_invalidations_missed_while_the_worker_was_down_are_applied(redis_conn: 
         wait_for(lambda: redis_conn.exists(*[f"camera:mac:D{i}" for i in range(10)]) == 0, timeout=10)
     finally:
         worker.stop()
+
+
+def test_history_lost_with_redis_invalidates_the_templates_by_pattern(own_redis: Any) -> None:
+    """Redis restarted without persistence: the streams and groups are gone; the worker notices,
+    invalidates every key of the channel's templates and sends stream_reset."""
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url}):
+        conn = own_redis.client()
+        worker = Worker(conn, SGM_TEST_REDIS_PORT=str(own_redis.port))
+        try:
+            own_redis.restart()  # no persistence: everything is gone
+            conn = own_redis.client()
+            conn.mset({"camera:mac:R1": b"maybe stale", "camera:mac:R2": b"maybe stale", "other": b"1"})
+            wait_for(lambda: conn.exists("camera:mac:R1", "camera:mac:R2") == 0, timeout=10)
+            assert conn.exists("other")
+        finally:
+            worker.stop()
+        assert "stream_reset" in (worker.proc.stdout.read() if worker.proc.stdout else "")
