@@ -75,7 +75,9 @@ def test_worker_killed_mid_handler_the_effect_still_happens_once(redis_conn: Any
     publish_event("testapp.orders", {"id": 1, "sleep": 3, "_meta": {"event_id": event_id}})
     flush_events()
     first = Worker(redis_conn, SGM_CLAIM_IDLE="1")
-    time.sleep(1.5)  # the handler is inside its transaction, sleeping
+    stream, group = streams.keys("testapp.orders")[0], "tests.tests.testapp.subscribers.apply_order"
+    wait_for(lambda: redis_conn.xpending(stream, group)["pending"] == 1, timeout=15)  # delivered to it
+    time.sleep(0.5)  # the handler is inside its transaction, sleeping
     first.stop(signal.SIGKILL)
     assert CameraModel.objects.filter(name="order-1").count() == 0  # rolled back with the process
     second = Worker(redis_conn, SGM_CLAIM_IDLE="1")
