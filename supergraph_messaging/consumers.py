@@ -519,8 +519,11 @@ def _session_user(session_key: str) -> Any:
 
 
 def _same_user(a: Any, b: Any) -> bool:
-    return bool(getattr(a, "pk", None) == getattr(b, "pk", None) and getattr(a, "is_active", True)
-                and getattr(a, "is_authenticated", False) == getattr(b, "is_authenticated", False))
+    """Whether access is unchanged: both anonymous, or the same active, authenticated user."""
+    a_in, b_in = bool(getattr(a, "is_authenticated", False)), bool(getattr(b, "is_authenticated", False))
+    if not a_in and not b_in:
+        return True
+    return a_in == b_in and getattr(a, "pk", None) == getattr(b, "pk", None) and bool(getattr(a, "is_active", True))
 
 
 _TYPES = frozenset({"connection_init", "ping", "pong", "subscribe", "complete"})
