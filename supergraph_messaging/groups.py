@@ -158,6 +158,8 @@ class GroupConsumer:
                 if not failing:
                     failing = True
                     logger.warning("Consumer group %s cannot read %r (%s); retrying.", group, channel, exc)
+                # Whatever was received and not acknowledged is retried first, so the channel keeps its order.
+                cursor = "0"
                 await asyncio.sleep(0.5)
 
     async def _handle(self, conn: Any, stream: str, group: str, channel: str, handler: Any,
@@ -183,6 +185,10 @@ class GroupConsumer:
                     await handler.call(*args)
                 break
             except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS:
+                # Redis itself is failing (the handler's own calls included): not the event's fault. It
+                # stays pending, costs no attempt, and is retried in order once Redis is back.
                 raise
             except Exception as exc:
                 logger.exception("Handler %s failed on event %s of %r (attempt %d of %d).", handler.name,
