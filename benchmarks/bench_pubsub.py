@@ -138,6 +138,34 @@ def main() -> None:
           f"ratio {median(o['p50']) / median(r['p50']):.2f}x")
     print(f"  p99         ours {median(o['p99']):.3f} ms  raw {median(r['p99']):.3f} ms  "
           f"ratio {median(o['p99']) / median(r['p99']):.2f}x  (goal <= 1.5)")
+    durable_publish_throughput(runs)
+
+
+def durable_publish_throughput(runs: int, n: int = 20_000, batch: int = 1_000) -> None:
+    """redis_publish(durable=True) (stream append + PUBLISH in one script) against a plain PUBLISH."""
+    from supergraph_messaging import redis_publish
+    from supergraph_messaging.connection import init_redis
+
+    server = start_redis()
+    init_redis(server.url)
+    payload = {"n": 0, "pad": "x" * 100}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(runs):
+            samples: dict[bool, list[float]] = {True: [], False: []}
+            for i in range(n // batch):
+                for durable in (True, False) if i % 2 else (False, True):
+                    start = time.perf_counter()
+                    for _ in range(batch):
+                        redis_publish(CHANNEL, payload, durable=durable)
+                    samples[durable].append(batch / (time.perf_counter() - start))
+            for durable in (True, False):
+                rates[durable].append(median(samples[durable]))
+    finally:
+        server.close()
+    d, p = median(rates[True]), median(rates[False])
+    print(f"\nredis_publish throughput, medians of {runs} runs of {n}: durable {d:,.0f}/s, plain {p:,.0f}/s, "
+          f"ratio {d / p:.2f}x  (goal >= 0.7)")
 
 
 if __name__ == "__main__":

@@ -44,11 +44,12 @@ class ChannelDispatcher:
         """Messages received and not yet handled (queued or running)."""
         return self._queued
 
-    def put(self, key: str, channel: str, data: Any) -> bool:
-        """Queue a message for ``key``'s handlers; False (dropped, counted, logged) when full."""
+    def put(self, key: str, channel: str, data: Any) -> int:
+        """Queue a message for ``key``'s handlers; returns the channel's queue length (0: dropped,
+        counted and logged because ``WORKER_QUEUE_SIZE`` messages were already waiting)."""
         if self._queued >= self.limit:
             self._drop(channel)
-            return False
+            return 0
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
@@ -56,7 +57,7 @@ class ChannelDispatcher:
         self._queued += 1
         self._idle.clear()
         queue.put_nowait((channel, data))
-        return True
+        return queue.qsize()
 
     def _drop(self, channel: str) -> None:
         count = self.dropped[channel] = self.dropped.get(channel, 0) + 1

