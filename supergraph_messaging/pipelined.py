@@ -76,7 +76,7 @@ class PipelinedPublisher:
                 self._current = line
                 self._lines.add(line)
                 if old is not None and old.pid == os.getpid():
-                    self._close(old, "the Redis settings changed")
+                    self._close(old)  # the Redis settings changed
         return line
 
     def publish(self, channel: str, payload: dict[str, Any]) -> None:
@@ -157,7 +157,7 @@ class PipelinedPublisher:
             if payload is not None:
                 self._on_failed(channel, payload, f"unconfirmed, the connection was lost ({exc})", "failed")
 
-    def _close(self, line: _Line, reason: str) -> None:
+    def _close(self, line: _Line) -> None:
         with line.lock:
             try:
                 self._read(line, wait=1.0)

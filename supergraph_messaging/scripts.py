@@ -8,6 +8,7 @@ invalidation can never write its (old) value after it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -47,18 +48,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (ACQUIRE, FILL, RELEASE, DISCARD)}
+@functools.cache
+def sha(src: str) -> str:
+    return hashlib.sha1(src.encode()).hexdigest()
 
 
 def run(client: redis.Redis, src: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA, falling back to EVAL when Redis forgot the script (a restart)."""
     try:
-        return client.evalsha(_SHAS[src], len(keys), *keys, *args)
+        return client.evalsha(sha(src), len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return client.eval(src, len(keys), *keys, *args)
 
 
 async def arun(client: aioredis.Redis, src: str, keys: list[str], args: list[Any]) -> Any:
     try:
-        return await client.evalsha(_SHAS[src], len(keys), *keys, *args)
+        return await client.evalsha(sha(src), len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return await client.eval(src, len(keys), *keys, *args)

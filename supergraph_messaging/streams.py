@@ -11,12 +11,12 @@ Plain Pub/Sub subscribers, in any language, see the same channel as before.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 import redis
 
+from . import scripts
 from .conf import conf
 from .keys import full_channel
 
@@ -45,8 +45,6 @@ local receivers = redis.call('PUBLISH', ARGV[4], data)
 return {offset, epoch, 1, receivers}
 """
 
-_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
-
 #: Outbox ids remembered per channel for deduplication (far more than one relay batch).
 IDEMPOTENCY_WINDOW = 10_000
 
@@ -69,32 +67,17 @@ def append_args(channel: str, outbox_id: str, data: str) -> tuple[list[str], lis
 
 def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[int, str, bool]:
     """Append + publish one event; returns (offset, epoch, published now)."""
-    script_keys, args = append_args(channel, outbox_id, data)
-    try:
-        reply = conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
-    except redis.exceptions.NoScriptError:
-        reply = conn.eval(APPEND, len(script_keys), *script_keys, *args)
-    offset, epoch, published, _receivers = reply
+    offset, epoch, published, _receivers = scripts.run(conn, APPEND, *append_args(channel, outbox_id, data))
     return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published)
 
 
 def publish(conn: redis.Redis, channel: str, data: str) -> int:
     """A durable publish without an outbox row (a producer without a database): returns receivers."""
-    script_keys, args = append_args(channel, os.urandom(12).hex(), data)
-    try:
-        reply = conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
-    except redis.exceptions.NoScriptError:
-        reply = conn.eval(APPEND, len(script_keys), *script_keys, *args)
-    return int(reply[3])
+    return int(scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data))[3])
 
 
 async def apublish(conn: Any, channel: str, data: str) -> int:
-    script_keys, args = append_args(channel, os.urandom(12).hex(), data)
-    try:
-        reply = await conn.evalsha(_SHA, len(script_keys), *script_keys, *args)
-    except redis.exceptions.NoScriptError:
-        reply = await conn.eval(APPEND, len(script_keys), *script_keys, *args)
-    return int(reply[3])
+    return int((await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data)))[3])
 
 
 def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool]]:
@@ -104,7 +87,7 @@ def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tu
     def run() -> list[Any]:
         pipe = conn.pipeline(transaction=False)
         for script_keys, args in calls:
-            pipe.evalsha(_SHA, len(script_keys), *script_keys, *args)
+            pipe.evalsha(scripts.sha(APPEND), len(script_keys), *script_keys, *args)
         return list(pipe.execute())
 
     try:
