@@ -114,9 +114,15 @@ def test_history_lost_with_redis_invalidates_the_templates_by_pattern(own_redis:
         conn = own_redis.client()
         worker = Worker(conn, SGM_TEST_REDIS_PORT=str(own_redis.port))
         try:
-            own_redis.restart()  # no persistence: everything is gone
-            conn = own_redis.client()
-            conn.mset({"camera:mac:R1": b"maybe stale", "camera:mac:R2": b"maybe stale", "other": b"1"})
+            # Frozen across the restart so that it cannot notice the reset before the keys exist
+            # (CI once saw it invalidate an empty keyspace first).
+            worker.proc.send_signal(signal.SIGSTOP)
+            try:
+                own_redis.restart()  # no persistence: everything is gone
+                conn = own_redis.client()
+                conn.mset({"camera:mac:R1": b"maybe stale", "camera:mac:R2": b"maybe stale", "other": b"1"})
+            finally:
+                worker.proc.send_signal(signal.SIGCONT)
             wait_for(lambda: conn.exists("camera:mac:R1", "camera:mac:R2") == 0, timeout=10)
             assert conn.exists("other")
         finally:
