@@ -187,6 +187,9 @@ class Hub:
         position = position_of(data)
         if position is not None:
             self.positions[channel] = position
+            # Clients get it as the frame's offset and epoch; in data it would be a field no filter,
+            # field list or schema knows.
+            data = {k: v for k, v in data.items() if k != "_position"}
         encoded: dict[tuple[str, ...] | None, str] = {}
         for route in routes.candidates(data):
             if not route.matches(data):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import uuid
 from typing import Any
@@ -26,6 +27,7 @@ from . import streams
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .serialization import dumps
+from .signals import event_published
 
 logger = logging.getLogger("supergraph_messaging.outbox")
 
@@ -92,11 +94,24 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
             results = streams.append_many(client.redis, [(r.channel, str(r.event_id), r.payload) for r in rows])
         model.objects.using(db).filter(id__in=[r.id for r in rows]).update(relayed_at=timezone.now())
     counters["relayed"] += len(rows)
-    republished = sum(not published for _, _, published in results)
+    _announce(rows, results)
+    republished = sum(not published for _, _, published, _ in results)
     if republished:
         logger.info("%d outbox row(s) had been relayed already (a relay stopped mid-way); not published again.",
                     republished)
     return len(rows)
+
+
+def _announce(rows: list[Any], results: list[tuple[int, str, bool, int]]) -> None:
+    """``event_published`` for each row this relay published, as the pub/sub path sends it."""
+    from .events import EventConfig
+
+    if not event_published.has_listeners(EventConfig):
+        return
+    for row, (_, _, published, receivers) in zip(rows, results, strict=True):
+        if published:
+            event_published.send(sender=EventConfig, channel=row.channel, payload=json.loads(row.payload),
+                                 receivers=receivers)
 
 
 def relay_all(using: str | None = None) -> int:

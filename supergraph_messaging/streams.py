@@ -80,8 +80,11 @@ async def apublish(conn: Any, channel: str, data: str) -> int:
     return int((await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data)))[3])
 
 
-def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool]]:
-    """Append + publish (channel, outbox id, data) items in order, pipelined in one round trip."""
+def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
+    """Append + publish (channel, outbox id, data) items in order, pipelined in one round trip.
+
+    Each result is (offset, epoch, published, receivers); ``published`` is false for an id appended before.
+    """
     calls = [append_args(channel, outbox_id, data) for channel, outbox_id, data in items]
 
     def run() -> list[Any]:
@@ -96,6 +99,7 @@ def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tu
         conn.script_load(APPEND)
         replies = run()
     out = []
-    for offset, epoch, published, _receivers in replies:
-        out.append((int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published)))
+    for offset, epoch, published, receivers in replies:
+        out.append((int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published),
+                    int(receivers)))
     return out

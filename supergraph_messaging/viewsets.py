@@ -132,7 +132,9 @@ class EventPublishingMixin:
 
     # -- custom @actions ----------------------------------------------------
     def _custom_channel(self) -> str | None:
-        action = getattr(self, "action", None)
+        return self._channel_of_custom(getattr(self, "action", None))
+
+    def _channel_of_custom(self, action: str | None) -> str | None:
         if not action or action in STANDARD_ACTIONS or action in ("list", "retrieve", "destroy"):
             return None
         config = self.get_events()
@@ -141,6 +143,15 @@ class EventPublishingMixin:
     def _is_detail(self) -> bool:
         method = getattr(self, str(getattr(self, "action", "")), None)
         return bool(getattr(method, "detail", False))
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """Durable delivery: a custom action that publishes runs in one transaction with its outbox row,
+        which ``finalize_response`` writes (a crash between the two would commit a change without its event)."""
+        action = getattr(self, "action_map", {}).get(request.method.lower())
+        if not conf.durable or action is None or self._channel_of_custom(action) is None:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        with transaction.atomic(using=router.db_for_write(self.get_event_model())):
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]

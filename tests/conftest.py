@@ -20,10 +20,84 @@ def _fresh_clients() -> Iterator[None]:
     """Each test gets fresh Redis clients (async ones are bound to the test's loop)."""
     reset_clients()
     yield
-    from supergraph_messaging.events import flush_events
 
-    flush_events(2)  # confirmations of this test's events must not reach the next test's receivers
+    from supergraph_messaging.events import publisher
+
+    publisher.flush(2)  # confirmations of this test's events must not reach the next test's receivers
     reset_clients()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Suites that use the ``delivery`` fixture run once per delivery mode; ``@pytest.mark.delivery("pubsub")``
+    keeps a test to the modes it is about."""
+    if "delivery" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("delivery")
+        modes = marker.args if marker else ("pubsub", "durable")
+        metafunc.parametrize("delivery", modes, indirect=True)
+
+
+@pytest.fixture
+def delivery(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The delivery mode under test. Durable: settings switched, and an outbox relay runs beside the test
+    as ``messaging_listen`` would (woken by the same nudge), when the test may use the database."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    mode: str = request.param
+    if mode == "pubsub":
+        yield mode
+        return
+    with override_settings(SUPERGRAPH_MESSAGING={**settings.SUPERGRAPH_MESSAGING, "DELIVERY": "durable"}):
+        marker = request.node.get_closest_marker("django_db")
+        if marker is None or not (marker.kwargs.get("transaction") or (marker.args and marker.args[0])):
+            yield mode
+            return
+        with RelayThread():
+            yield mode
+
+
+class RelayThread:
+    """The outbox relay of ``messaging_listen`` on its own thread and loop."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from supergraph_messaging import RedisSubscriber
+
+        self._loop = asyncio.new_event_loop()
+        self._subscriber = RedisSubscriber()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        from django.db import connections
+
+        from supergraph_messaging import outbox
+
+        asyncio.set_event_loop(self._loop)
+        self._stop = asyncio.Event()
+        self._wake = wake = asyncio.Event()
+        self._subscriber.on(outbox.NUDGE_CHANNEL)(lambda data: wake.set())
+        self._loop.run_until_complete(self._subscriber.start())
+        self._ready.set()
+        try:
+            self._loop.run_until_complete(outbox.relay_forever(self._stop, wake))
+            self._loop.run_until_complete(self._subscriber.stop())
+        finally:
+            connections.close_all()
+
+    def __enter__(self) -> RelayThread:
+        self._thread.start()
+        assert self._ready.wait(10), "relay did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._loop.call_soon_threadsafe(self._wake.set)
+        self._thread.join(10)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> object:
@@ -70,6 +144,8 @@ class EventCollector:
         from supergraph_messaging import RedisSubscriber
 
         self.messages: list[tuple[str, Any]] = []
+        self.positions: dict[str, dict[str, Any]] = {}  # the last per channel
+        self.offsets: list[tuple[str, int]] = []
         self.handled: list[Any] = []
         self.subscriber = RedisSubscriber(url=url)
         self.on_message: Callable[[Any, str], Any] | None = None
@@ -80,6 +156,12 @@ class EventCollector:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     async def _handle(self, data: Any, channel: str) -> None:
+        position = data.pop("_position", None) if isinstance(data, dict) else None
+        if position is not None:  # durable delivery: offsets grow by one per channel, in order
+            last = self.positions.get(channel)
+            assert last is None or position["offset"] > last["offset"], (channel, last, position)
+            self.positions[channel] = position
+            self.offsets.append((channel, position["offset"]))
         self.messages.append((channel, data))
         if self.on_message is not None:
             from asgiref.sync import sync_to_async

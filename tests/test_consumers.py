@@ -14,7 +14,7 @@ from supergraph_messaging import aredis_publish
 from supergraph_messaging.hub import get_hub
 from tests.asgi import application
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]
 ORIGIN = (b"origin", b"http://testserver")
 
 
@@ -57,7 +57,7 @@ async def test_ack_carries_limits(hub: None) -> None:
     await comm.disconnect()
 
 
-async def test_subscribe_next_complete(hub: None) -> None:
+async def test_subscribe_next_complete(hub: None, delivery: str) -> None:
     comm = await connect()
     assert await subscribe(comm, "1", "CameraEvents", filters={"camera_id__in": [1, 2]}) == {
         "id": "1", "type": "subscribed", "payload": {"entity": "CameraEvents"}}
@@ -65,8 +65,12 @@ async def test_subscribe_next_complete(hub: None) -> None:
         await aredis_publish("camera.events", {"camera_id": camera_id, "event_type": "motion"})
     got = [await comm.receive_json_from(timeout=3) for _ in range(2)]
     assert [m["payload"]["data"]["camera_id"] for m in got] == [1, 2]
+    position = {"offset": 2, "epoch": got[0]["payload"].get("epoch")} if delivery == "durable" else {}
     assert got[0] == {"id": "1", "type": "next", "payload": {
-        "entity": "CameraEvents", "channel": "camera.events", "data": {"camera_id": 1, "event_type": "motion"}}}
+        "entity": "CameraEvents", "channel": "camera.events", **position,
+        "data": {"camera_id": 1, "event_type": "motion"}}}
+    if delivery == "durable":  # the stream's offsets, the events the filter skipped counted
+        assert isinstance(position["epoch"], str) and got[1]["payload"]["offset"] == 3
     await comm.send_json_to({"id": "1", "type": "complete"})
     await asyncio.sleep(0.1)
     await aredis_publish("camera.events", {"camera_id": 1})
@@ -384,6 +388,7 @@ async def test_exact_allowed_origins(hub: None, origin: bytes | None, allowed: b
         await comm.disconnect()
 
 
+@pytest.mark.delivery("pubsub")  # once per process: nothing to do with delivery
 async def test_a_refused_origin_is_logged_once_with_a_hint(hub: None, caplog: Any) -> None:
     for _ in range(3):
         comm = WebsocketCommunicator(application, "/subscribe", headers=[(b"origin", b"http://nope.example")])

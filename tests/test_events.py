@@ -12,7 +12,7 @@ from tests.conftest import EventCollector
 from tests.testapp.models import Camera, CameraModel
 from tests.testapp.views import CAMERA_EVENTS
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]
 
 
 @pytest.fixture

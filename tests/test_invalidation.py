@@ -25,12 +25,17 @@ def test_keys_for_payloads() -> None:
 
 
 @pytest.fixture
-def worker(redis_conn: Any) -> Iterator[Any]:
-    proc = manage("messaging_listen")
+def worker(redis_conn: Any, delivery: str) -> Iterator[Any]:
+    """messaging_listen in the delivery mode under test (durable: consumer groups, ready once its relay
+    listens for nudges)."""
+    proc = manage("messaging_listen", SGM_DELIVERY=delivery)
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    if delivery == "durable":
+        line = proc.stdout.readline()
     assert "camera.updated" in line and "camera.moved" in line, line
-    wait_for(lambda: redis_conn.pubsub_numsub("camera.moved")[0][1] == 1, timeout=10)
+    ready = "sgm:relay" if delivery == "durable" else "camera.moved"
+    wait_for(lambda: redis_conn.pubsub_numsub(ready)[0][1] == 1, timeout=10)
     yield proc
     proc.terminate()
     assert proc.wait(5) == 0
@@ -87,13 +92,15 @@ def test_glob_characters_never_delete_other_keys(redis_conn: Any, worker: Any) -
         assert redis_conn.exists(*keep) == len(keep), value
 
 
-def test_no_invalidation_is_lost_after_a_redis_restart(redis_server: Any, redis_conn: Any, worker: Any) -> None:
+def test_no_invalidation_is_lost_after_a_redis_restart(redis_server: Any, redis_conn: Any, worker: Any,
+                                                       delivery: str) -> None:
     """Kill + restart Redis three times; the first invalidation after each must still delete its key."""
     stale = 0
     for round_ in range(3):
         redis_server.restart()
         conn = redis_server.client()
-        wait_for(lambda c=conn: c.pubsub_numsub("camera.updated")[0][1] == 1, timeout=10)
+        ready = "sgm:relay" if delivery == "durable" else "camera.updated"
+        wait_for(lambda c=conn, r=ready: c.pubsub_numsub(r)[0][1] == 1, timeout=10)
         key = f"camera:mac:R{round_}"
         conn.set(key, "old")
         redis_publish("camera.updated", {"mac_address": f"R{round_}"})

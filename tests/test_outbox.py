@@ -49,7 +49,7 @@ def test_relay_publishes_with_positions_in_order_and_marks_rows(redis_conn: Any,
         assert flush_events()
         got = events.wait(5)
     assert [p["id"] for _, p in got] == [0, 1, 2, 3, 4]
-    assert [p["_position"]["offset"] for _, p in got] == [1, 2, 3, 4, 5]
+    assert [offset for _, offset in events.offsets] == [1, 2, 3, 4, 5]
     assert backlog() == (0, None) and OutboxEvent.objects.filter(relayed_at__isnull=False).count() == 5
 
 

@@ -11,11 +11,11 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from supergraph_messaging.events import counters, flush_events
-from tests.conftest import EventCollector
+from tests.conftest import EventCollector, wait_for
 from tests.redis_server import RedisServer
 from tests.testapp.models import Camera, CameraModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]
 
 CHANNELS = ("camera.created", "camera.updated", "camera.deleted", "camera.settings.updated")
 PAYLOAD = {"id", "mac_address", "model", "settings", "_meta"}
@@ -147,6 +147,31 @@ def test_custom_action_publishes_after_2xx_only(api: APIClient, events: EventCol
     assert payload["_meta"]["previous"] == {"settings": {"fps": 1}}
 
 
+@pytest.fixture
+def failing_outbox() -> Iterator[None]:
+    """The outbox insert fails in the database (a trigger), as a full disk or a lost connection would."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TRIGGER sgm_fail BEFORE INSERT ON supergraph_messaging_outboxevent "
+                       "BEGIN SELECT RAISE(ABORT, 'outbox unavailable'); END")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER sgm_fail")
+
+
+@pytest.mark.delivery("durable")
+def test_durable_change_and_event_commit_together_or_not_at_all(failing_outbox: None, events: EventCollector) -> None:
+    """A change whose outbox row cannot be written is not committed (a perform_* hook and a custom action):
+    otherwise the change would stand and its event be lost."""
+    api = APIClient(raise_request_exception=False)
+    cam = Camera.objects.create(mac_address="TX", settings={"fps": 1})
+    assert api.patch(f"/cameras/{cam.pk}/settings/", {"settings": {"fps": 9}}, format="json").status_code == 500
+    r = api.patch(f"/cameras/{cam.pk}/", {"name": "renamed"}, format="json")
+    assert r.status_code == 500, (r.content, Camera.objects.filter(pk=cam.pk).exists())
+    cam.refresh_from_db()
+    assert (cam.settings, cam.name) == ({"fps": 1}, "")
+    assert events.settle(0.3) == []
+
+
 def test_seed_style_model_only_viewset(api: APIClient, events: EventCollector) -> None:
     r = api.post("/seed/", {"mac_address": "SEED"}, format="json")
     assert r.status_code == 201
@@ -184,6 +209,7 @@ def test_eventconfig_validates() -> None:
         EventConfig(publish={"create": "x"}, payload_fields="id")  # type: ignore[arg-type]
 
 
+@pytest.mark.delivery("pubsub")  # the setting of the pub/sub path
 def test_foreground_publishing_setting(api: APIClient, events: EventCollector) -> None:
     with override_settings(SUPERGRAPH_MESSAGING={"PUBLISH_IN_BACKGROUND": False}):
         assert api.post("/cameras/", {"mac_address": "FG"}, format="json").status_code == 201
@@ -203,6 +229,7 @@ def test_event_published_signal(api: APIClient, events: EventCollector) -> None:
     try:
         assert api.post("/cameras/", {"mac_address": "SIG"}, format="json").status_code == 201
         assert flush_events()
+        wait_for(lambda: seen)  # durable: sent by whichever relay took the row, this one or the test's
     finally:
         event_published.disconnect(receiver)
     assert seen == [("camera.created", 1)]  # the collector is the one receiver
