@@ -19,11 +19,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import events, invalidation, keyspace, stats
+from . import events, invalidation, keyspace, outbox, stats, streaminfo
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob
-from .models import CacheKey
+from .models import CacheKey, OutboxEvent
 from .pubsub import get_global_subscriber
 from .subscriptions import describe
 
@@ -53,6 +53,7 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             path("invalidate/", wrap(self.invalidate_view), name=f"{name}_invalidate"),
             path("channels/", wrap(self.channels_view), name=f"{name}_channels"),
             path("templates/", wrap(self.templates_view), name=f"{name}_templates"),
+            path("streams/", wrap(self.streams_view), name=f"{name}_streams"),
         ]
 
     # -- helpers ------------------------------------------------------------
@@ -222,3 +223,58 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                          "pattern": escape_glob(conf.key_prefix) + r.template.pattern()})
         return TemplateResponse(request, TEMPLATE_DIR + "templates.html",
                                 self._context(request, "Cache templates", rows=rows))
+
+    def streams_view(self, request: HttpRequest) -> HttpResponse:
+        """Durable delivery at a glance: each stream's length and position, its groups' lag and pending
+        entries, its dead letters, and the outbox backlog."""
+        self._require(request)
+        rows: list[streaminfo.StreamInfo] = []
+        try:
+            conn = get_redis_client().redis
+            rows = streaminfo.describe(conn, streaminfo.stream_keys(conn))
+        except REDIS_ERRORS as exc:
+            self._redis_error(request, exc)
+        backlog, oldest = outbox.backlog()
+        context = self._context(request, "Streams", rows=rows, durable=conf.durable, backlog=backlog,
+                                oldest=oldest, limit=streaminfo.STREAM_LIMIT,
+                                outbox_url=reverse("admin:supergraph_messaging_outboxevent_changelist"))
+        return TemplateResponse(request, TEMPLATE_DIR + "streams.html", context)
+
+
+class RelayedFilter(admin.SimpleListFilter):
+    title = "relayed"
+    parameter_name = "relayed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Not yet"), ("yes", "Yes")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() in ("no", "yes"):
+            return queryset.filter(relayed_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The outbox, read-only: a row is the record that an event committed; editing or deleting one by
+    hand would publish something that did not happen, or lose something that did."""
+
+    list_display = ("id", "channel", "event_id", "created_at", "relayed_at")
+    list_filter = (RelayedFilter, "channel")
+    search_fields = ("=event_id", "channel")
+    ordering = ("-id",)
+    show_full_result_count = False  # a large outbox: no COUNT(*) of the whole table per page
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        backlog, oldest = outbox.backlog()
+        summary = f"Unrelayed: {backlog}" + ("" if oldest is None else f"; the oldest waits {oldest:.1f} s")
+        return super().changelist_view(request, {**(extra_context or {}), "title": f"Outbox events ({summary})"})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def keys(redis_conn: Any) -> Any:
     return redis_conn
 
 
-PAGES = ["", "key/?key=camera:mac:AA", "channels/", "templates/", "invalidate/"]
+PAGES = ["", "key/?key=camera:mac:AA", "channels/", "templates/", "invalidate/", "streams/"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -171,3 +172,33 @@ def test_redis_down_shows_an_error_not_a_500(own_redis: RedisServer) -> None:
         own_redis.stop()
         r = c.get(BASE)
     assert r.status_code == 200 and "unreachable" in r.content.decode()
+
+
+def test_streams_page_shows_length_groups_lag_pending_and_dead_letters(redis_conn: Any) -> None:
+    from supergraph_messaging import publish_event, redis_publish, streams
+    from supergraph_messaging.models import OutboxEvent
+
+    stream = streams.keys("orders.paid")[0]
+    for n in range(5):
+        redis_publish("orders.paid", {"n": n}, durable=True)
+    redis_conn.xgroup_create(stream, "billing.handlers.on_paid", id="0")
+    redis_conn.xreadgroup("billing.handlers.on_paid", "w1", {stream: ">"}, count=2)  # 2 pending, 3 behind
+    redis_conn.xadd(stream + ":dead", {"o": "x", "d": "{}", "reason": "RuntimeError"})
+    with override_settings(SUPERGRAPH_MESSAGING={"DELIVERY": "durable", "SERVICE_NAME": "t"}):
+        publish_event("orders.paid", {"n": 99})  # committed, not relayed: the outbox backlog
+    staff = client_for(user("ops", "view_cachekey"))
+    page = staff.get(BASE + "streams/").content.decode()
+    (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", page, re.S) if "<code>orders.paid</code>" in r]
+    cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    # channel, length, offset, epoch, group, consumers, lag, pending, last delivered, dead letters
+    assert cells[:3] == ["orders.paid", "5", "5"] and cells[4:8] == ["billing.handlers.on_paid", "1", "3", "2"]
+    assert cells[8] == "2-0" and cells[9] == "1"
+    assert "1 unrelayed" in page and OutboxEvent.objects.count() == 1
+    # The outbox is listed read-only; a user without the cache permission sees no streams.
+    assert staff.get("/admin/supergraph_messaging/outboxevent/").status_code == 403
+    outbox_viewer = client_for(user("auditor", "view_outboxevent"))
+    listing = outbox_viewer.get("/admin/supergraph_messaging/outboxevent/?relayed=no")
+    assert listing.status_code == 200 and "orders.paid" in listing.content.decode()
+    assert "Unrelayed: 1" in listing.content.decode()
+    assert outbox_viewer.get(BASE + "streams/").status_code == 403
+    assert client_for(user("nostaff", "view_cachekey", staff=False)).get(BASE + "streams/").status_code == 302
