@@ -214,7 +214,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register("supergraph_messaging")
 def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Durable delivery: what it cannot make durable (W301 model-signal events outside atomic(),
-    W302 handlers on glob channels)."""
+    W302 handlers on glob channels, W303 SQLite transactions that fail under the relay)."""
     if not conf.durable:
         return []
     from .events import _model_events
@@ -231,6 +231,15 @@ def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Set ATOMIC_REQUESTS, or wrap changes made outside the API in transaction.atomic().",
             id="supergraph_messaging.W301",
         ))
+    for alias, db in databases.items():
+        if "sqlite" in str(db.get("ENGINE", "")) and (db.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE":
+            warnings.append(Warning(
+                f"DATABASES[{alias!r}] is SQLite without transaction_mode 'IMMEDIATE': the outbox relay and "
+                "the web's transactions (a read, then the change and its outbox row) each take the write "
+                "lock late, and one of two fails at once with 'database is locked'.",
+                hint=f"Set DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = 'IMMEDIATE', or use PostgreSQL.",
+                id="supergraph_messaging.W303",
+            ))
     globs = sorted(c for c in get_global_subscriber().channels if is_glob(c))
     if globs:
         warnings.append(Warning(

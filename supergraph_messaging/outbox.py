@@ -20,7 +20,7 @@ import logging
 import uuid
 from typing import Any
 
-from django.db import close_old_connections, router, transaction
+from django.db import close_old_connections, connections, router, transaction
 from django.utils import timezone
 
 from . import streams
@@ -34,6 +34,8 @@ logger = logging.getLogger("supergraph_messaging.outbox")
 #: The channel a web process pokes after a commit, so the relay does not wait for its poll.
 NUDGE_CHANNEL = "sgm:relay"
 DELETE_BATCH = 1_000
+#: The advisory lock key of the relay on PostgreSQL (a constant 63-bit number: "sgm relay").
+RELAY_LOCK_KEY = 0x53474D_52454C4159 & 0x7FFF_FFFF_FFFF_FFFF
 
 counters = {"enqueued": 0, "relayed": 0, "unencodable": 0}
 
@@ -84,6 +86,8 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
     db = using or router.db_for_write(model)
     client = get_redis_client()
     with transaction.atomic(using=db):
+        if not _relay_lock(db):
+            return 0  # another relay is active on this database: stand by
         rows = list(
             model.objects.using(db).select_for_update(skip_locked=True)
             .filter(relayed_at__isnull=True).order_by("id")[: limit or conf.relay_batch]
@@ -100,6 +104,21 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
         logger.info("%d outbox row(s) had been relayed already (a relay stopped mid-way); not published again.",
                     republished)
     return len(rows)
+
+
+def _relay_lock(db: str) -> bool:
+    """One relay at a time per database, for the current transaction (PostgreSQL: an advisory lock).
+
+    Two relays claiming disjoint batches with SKIP LOCKED could append a row's later version before its
+    earlier one. SQLite has one writer anyway, and concurrent relays read the same oldest rows, which the
+    stream script dedupes in id order.
+    """
+    conn = connections[db]
+    if conn.vendor != "postgresql":
+        return True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
+        return bool(cursor.fetchone()[0])
 
 
 def _announce(rows: list[Any], results: list[tuple[int, str, bool, int]]) -> None:

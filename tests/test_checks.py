@@ -219,6 +219,7 @@ def test_deploy_check_asks_for_exact_origins() -> None:
         assert check_deploy() == []
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # read by the check only
 def test_durable_checks_warn_about_what_stays_loose() -> None:
     from supergraph_messaging import EventConfig, register_model_events
     from supergraph_messaging.checks import check_durable
@@ -237,6 +238,13 @@ def test_durable_checks_warn_about_what_stays_loose() -> None:
             found = {m.id: m.msg for m in check_durable()}
         assert set(found) == {"supergraph_messaging.W301", "supergraph_messaging.W302"}
         assert "glob.events.*" in found["supergraph_messaging.W302"]
+        from django.conf import settings
+
+        deferred = {"default": {**settings.DATABASES["default"], "OPTIONS": {"timeout": 20}}}
+        with override_settings(SUPERGRAPH_MESSAGING={"DELIVERY": "durable", "SERVICE_NAME": "t"},
+                               DATABASES=deferred):
+            found = {m.id: m.msg for m in check_durable()}
+        assert "DATABASES['default']" in found["supergraph_messaging.W303"]
     finally:
         handler.disconnect()
         subscriber.remove_handler("glob.events.*", on_glob)

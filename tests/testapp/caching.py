@@ -21,3 +21,11 @@ def tenant_camera(tenant: str, mac_address: str) -> dict[str, Any]:
              invalidate_on_missing="skip")
 def tenant_user(tenant_id: Any, user_id: Any) -> dict[str, Any]:
     return {"tenant_id": tenant_id, "user_id": user_id}
+
+
+@redis_cache(key="chaos:row:{row}", invalidate_on=["chaos.rows"])
+def chaos_version(row: int) -> int:
+    """The durability harness's cached read: a row's version, which its events must keep fresh."""
+    from tests.testapp.models import Camera
+
+    return Camera.objects.filter(mac_address=f"row{row}").values_list("complex_id", flat=True).first() or 0

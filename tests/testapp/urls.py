@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from tests.testapp import views
@@ -10,4 +11,4 @@ router.register("raising", views.RaisingAfterSaveViewSet, basename="raising")
 router.register("seed", views.SeedStyleViewSet, basename="seed")
 router.register("plain", views.PlainCameraViewSet, basename="plain")
 
-urlpatterns = [*router.urls]
+urlpatterns = [*router.urls, path("chaos/rows/<int:row>/", views.chaos_row)]

@@ -3,12 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from supergraph_messaging import EventConfig, ModelViewSet
+from supergraph_messaging import EventConfig, ModelViewSet, publish_event
+from tests.testapp.caching import chaos_version
 from tests.testapp.models import Camera
 from tests.testapp.serializers import CameraSerializer
 
@@ -74,3 +77,17 @@ class SeedStyleViewSet(ModelViewSet):
 class PlainCameraViewSet(viewsets.ModelViewSet):
     queryset = Camera.objects.all()
     serializer_class = CameraSerializer
+
+
+@csrf_exempt
+def chaos_row(request: HttpRequest, row: int) -> JsonResponse:
+    """The durability harness's web endpoint. POST: bump the row's version and publish it, in one
+    transaction; GET: the version through the cache (fills it)."""
+    if request.method != "POST":
+        return JsonResponse({"version": chaos_version(row)})
+    with transaction.atomic():
+        camera, _ = Camera.objects.select_for_update().get_or_create(mac_address=f"row{row}")
+        camera.complex_id = (camera.complex_id or 0) + 1
+        camera.save(update_fields=["complex_id"])
+        publish_event("chaos.rows", {"row": row, "version": camera.complex_id})
+    return JsonResponse({"version": camera.complex_id})

@@ -8,12 +8,12 @@ import logging
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from supergraph_messaging import outbox
 from supergraph_messaging.conf import conf
 from supergraph_messaging.groups import GroupConsumer
-from supergraph_messaging.pubsub import get_global_subscriber
+from supergraph_messaging.pubsub import RedisSubscriber, get_global_subscriber
 
 logger = logging.getLogger("supergraph_messaging.worker")
 
@@ -29,10 +29,24 @@ class Command(BaseCommand):
         parser.add_argument("--consumer", default=None,
                             help="This worker's name in its consumer groups (durable delivery; default: the "
                                  "host name). Give each worker on one host its own.")
+        roles = parser.add_mutually_exclusive_group()
+        roles.add_argument("--no-relay", action="store_true",
+                           help="Durable delivery: run the handlers only; another process relays the outbox.")
+        roles.add_argument("--relay-only", action="store_true",
+                           help="Durable delivery: relay the outbox only (one relay per database is active "
+                                "at a time; others stand by).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options.get("consumer"):
             os.environ["SGM_CONSUMER"] = options["consumer"]
+        if options.get("relay_only"):
+            if not conf.durable:
+                raise CommandError("--relay-only needs DELIVERY = 'durable': there is no outbox to relay.")
+            self.stdout.write("Relaying the outbox only.")
+            self.stdout.flush()
+            asyncio.run(self._serve(RedisSubscriber(), None, relay=True))
+            self.stdout.write("Stopped.")
+            return
         subscriber = get_global_subscriber()
         channels = subscriber.channels
         if not channels:
@@ -42,29 +56,33 @@ class Command(BaseCommand):
         if conf.durable:
             durable = GroupConsumer(subscriber.take_exact_handlers())
             self.stdout.write(f"Durable (SERVICE_NAME={conf.service_name!r}): consumer groups for "
-                              f"{', '.join(sorted(durable.handlers)) or 'nothing'}; relaying the outbox.")
+                              f"{', '.join(sorted(durable.handlers)) or 'nothing'}"
+                              f"{'' if options.get('no_relay') else '; relaying the outbox'}.")
         self.stdout.flush()
-        asyncio.run(self._serve(subscriber, durable))
+        asyncio.run(self._serve(subscriber, durable, relay=conf.durable and not options.get("no_relay")))
         self.stdout.write("Stopped.")
 
-    async def _serve(self, subscriber: Any, durable: GroupConsumer | None) -> None:
+    async def _serve(self, subscriber: Any, durable: GroupConsumer | None, relay: bool) -> None:
         stop = asyncio.Event()
-        if durable is None:
-            await subscriber.serve(stop)
-            return
-        wake = asyncio.Event()
+        relay_task = None
+        if relay:
+            wake = asyncio.Event()
 
-        async def nudged(data: Any) -> None:
-            wake.set()
+            async def nudged(data: Any) -> None:
+                wake.set()
 
-        subscriber.on(outbox.NUDGE_CHANNEL)(nudged)
-        await durable.start()  # groups exist before the relay appends anything
-        relay = asyncio.get_running_loop().create_task(outbox.relay_forever(stop, wake))
+            subscriber.on(outbox.NUDGE_CHANNEL)(nudged)
+        if durable is not None:
+            await durable.start()  # groups exist before the relay appends anything
+        if relay:
+            relay_task = asyncio.get_running_loop().create_task(outbox.relay_forever(stop, wake))
         try:
             await subscriber.serve(stop)
         finally:
             stop.set()
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
-            await durable.stop()
+            if relay_task is not None:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay_task
+            if durable is not None:
+                await durable.stop()
