@@ -4,7 +4,8 @@ Every process is real and separate, as in production: daphne serves the
 write endpoint (``/chaos/rows/<row>/``: a row's version bumped and
 ``publish_event`` in one transaction) and the cached read; ``messaging_listen
 --no-relay`` runs the ``once=True`` handler and the cache invalidation;
-``messaging_listen --relay-only`` relays the outbox. The database is a fresh
+two ``messaging_listen --relay-only`` relay the outbox (one at a time: the
+other stands by). The database is a fresh
 PostgreSQL database when PostgreSQL answers on 127.0.0.1:5432, else a SQLite
 file; the checker reads it with plain SQL.
 """
@@ -124,7 +125,7 @@ class Processes:
             raise RuntimeError("daphne did not start")
         if name == "worker":
             self._spawn(name, manage, "messaging_listen", *(["--no-relay"] if self.delivery == "durable" else []))
-        elif name == "relay":
+        elif name.startswith("relay"):
             self._spawn(name, manage, "messaging_listen", "--relay-only")
 
     def kill(self, name: str) -> None:

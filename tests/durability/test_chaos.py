@@ -4,8 +4,8 @@ Workload (:mod:`tests.durability.harness`): 1,000 writes over 50 rows from 8
 HTTP clients against daphne, each a row's version bumped with
 ``publish_event`` in one transaction, while 2 clients read the rows through
 ``@redis_cache(invalidate_on=["chaos.rows"])``. A worker runs a ``once=True``
-handler (one effect row per event) and the invalidation; a separate relay
-relays the outbox. Each nemesis strikes 3 times within one workload.
+handler (one effect row per event) and the invalidation; two relays share
+the outbox (one active at a time). Each nemesis strikes 3 times within one workload.
 
 After quiescence the checker compares what committed (the outbox) with what
 an audit consumer group read from the channel's stream and with the
@@ -137,8 +137,9 @@ def test_nothing_committed_is_lost(name: str) -> None:
             if (conn.pubsub_numsub(ready)[0][1] if not durable else len(conn.xinfo_groups(STREAM)) >= 3):
                 break
             time.sleep(0.05)
-        if durable:
+        if durable:  # two relays: one relays, the other stands by (and takes over when it dies)
             run.procs.start("relay")
+            run.procs.start("relay2")
         run.procs.start("web")
         clients = Clients(run.procs.port, OPS)
         clients.start()
