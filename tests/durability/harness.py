@@ -52,7 +52,8 @@ class Database:
     """A database of the harness's own, migrated by ``manage.py migrate``."""
 
     def __init__(self) -> None:
-        self._admin = _postgres()
+        # SGM_CHAOS_DB=sqlite runs on SQLite even where PostgreSQL answers.
+        self._admin = None if os.environ.get("SGM_CHAOS_DB") == "sqlite" else _postgres()
         if self._admin is not None:
             self.vendor = "postgresql"
             self.name = f"sgm_chaos_{os.getpid()}_{random.randrange(1 << 30)}"
