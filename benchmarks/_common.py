@@ -45,13 +45,24 @@ def setup_django(redis_url: str, **extra: object) -> None:
     django.setup()
 
 
-def setup_test_project(server: RedisServer) -> None:
-    """Django with the test suite's settings and apps, on ``server`` and a fresh SQLite file, migrated."""
+def setup_test_project(server: RedisServer, database: str = "sqlite") -> None:
+    """Django with the test suite's settings and apps, on ``server`` and a fresh database, migrated:
+    a SQLite file, or (``database="postgres"``) a new database on 127.0.0.1:5432, dropped at exit."""
     import logging
     import tempfile
 
     os.environ["SGM_TEST_REDIS_PORT"] = str(server.port)
     os.environ["SGM_TEST_DB_NAME"] = os.path.join(tempfile.mkdtemp(), "bench.sqlite3")
+    if database == "postgres":
+        import atexit
+
+        import psycopg
+
+        name = f"sgm_bench_{os.getpid()}"
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True)
+        admin.execute(f'CREATE DATABASE "{name}"')
+        atexit.register(lambda: admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        os.environ["SGM_TEST_PG_DB"] = name
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.chdir(ROOT)
     import django
@@ -74,6 +85,14 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def option(name: str, default: str) -> str:
+    """``--name=value`` from the command line."""
+    for arg in sys.argv[1:]:
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return default
 
 
 def runs_arg(default: int = 3) -> int:

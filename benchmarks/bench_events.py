@@ -1,12 +1,17 @@
 """Events: API write latency with EventConfig against the same ViewSet without it.
 
-    .venv/bin/python benchmarks/bench_events.py [--runs=5] [--load=2]
+    .venv/bin/python benchmarks/bench_events.py [--runs=5] [--load=2] [--db=postgres]
 
 Create + update requests through DRF's test client (real SQLite, real Redis,
 one subscriber listening so every publish has a receiver), interleaved in
 batches so machine drift hits every side alike. ``--load=N`` runs N CPU
 burner processes for the whole benchmark (the machine has 2 cores), which is
 where the background publisher's cost stops being hidden on the idle core.
+``--db=postgres`` runs on a new PostgreSQL database instead of SQLite.
+
+Then: one relay's throughput (rows/s), and commit -> handler latency at
+200 writes/s through a real ``messaging_listen`` worker, Pub/Sub against
+durable (outbox, relay, stream, consumer group).
 
 Sides: no events (the anchor); ours (``PUBLISH_IN_BACKGROUND``, the
 default: commands sent without waiting for their replies); the first
@@ -25,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import median, runs_arg, setup_test_project, start_redis
+from _common import ROOT, median, option, pct, runs_arg, setup_test_project, start_redis
 
 REQUESTS = 2_000
 BATCH = 100
@@ -67,8 +72,9 @@ def load_arg() -> int:
 
 def main() -> None:
     server = start_redis()
-    setup_test_project(server)
+    setup_test_project(server, option("db", "sqlite"))
     from django.conf import settings
+    from django.db import connection
     from rest_framework.test import APIClient
 
     from supergraph_messaging import events, outbox
@@ -143,11 +149,13 @@ def main() -> None:
         sub.close()
         server.close()
     print(f"\nmedians of {runs} runs, {REQUESTS} requests per side per run (creates and updates), "
-          f"{load} CPU burner process(es):")
+          f"{load} CPU burner process(es), {connection.vendor}:")
     for name in sides:
         print(f"  {name:22s} {median(results[name]):6.0f} us/request  ratio to no events {median(ratios[name]):.3f}x")
     print("  goals: ours <= 1.10x, durable <= 1.10x")
     relay_throughput()
+    for delivery in ("pubsub", "durable"):
+        commit_to_handler(delivery)
 
 
 def relay_throughput(rows: int = 20_000) -> None:
@@ -177,6 +185,59 @@ def relay_throughput(rows: int = 20_000) -> None:
         server.close()
     print(f"\nrelay throughput, {rows} rows of ~250 B over 10 channels, medians of 3: {median(rates):,.0f} rows/s "
           "(goal >= 5,000/s)")
+
+
+def commit_to_handler(delivery: str, rate: int = 200, seconds: float = 10.0) -> None:
+    """Latency from a transaction's commit to a handler in a ``messaging_listen`` process, at ``rate``
+    writes/s. The timestamp is taken inside the transaction just before COMMIT, so the commit counts."""
+    import os
+    import subprocess
+
+    from django.conf import settings
+    from django.db import transaction
+
+    from supergraph_messaging import publish_event
+    from supergraph_messaging.conf import conf
+    from supergraph_messaging.connection import reset_clients
+    from supergraph_messaging.events import flush_events
+    from tests.testapp.models import CameraModel
+
+    server = start_redis()
+    settings.SUPERGRAPH_MESSAGING.update(DELIVERY=delivery, REDIS_URL=server.url)
+    conf.clear()
+    reset_clients()
+    env = {**os.environ, "SGM_TEST_REDIS_PORT": str(server.port), "SGM_DELIVERY": delivery,
+           "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "messaging_listen"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = server.client()
+    try:
+        ready = "sgm:relay" if delivery == "durable" else "testapp.fast"
+        deadline = time.monotonic() + 30
+        while conn.pubsub_numsub(ready)[0][1] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for n in range(total):
+            with transaction.atomic():
+                CameraModel.objects.create(name=f"e2e{n}")
+                publish_event("testapp.fast", {"n": n, "t": time.time()})
+            pause = start + (n + 1) / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        if delivery == "pubsub":
+            flush_events()
+        deadline = time.monotonic() + 30
+        while conn.llen("testapp:fast") < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = [float(x) * 1000 for x in conn.lrange("testapp:fast", 0, -1)]
+    finally:
+        worker.terminate()
+        worker.wait(20)
+        server.close()
+    print(f"\ncommit -> handler in messaging_listen, {delivery}, {rate} writes/s for {seconds:.0f} s: "
+          f"{len(latencies)} of {total} handled, p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms"
+          + (" (goal p99 <= 20 ms)" if delivery == "durable" else ""))
 
 
 if __name__ == "__main__":

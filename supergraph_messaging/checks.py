@@ -237,7 +237,9 @@ def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"DATABASES[{alias!r}] is SQLite without transaction_mode 'IMMEDIATE': the outbox relay and "
                 "the web's transactions (a read, then the change and its outbox row) each take the write "
                 "lock late, and one of two fails at once with 'database is locked'.",
-                hint=f"Set DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = 'IMMEDIATE', or use PostgreSQL.",
+                hint=f"Set DATABASES[{alias!r}]['OPTIONS'] to include 'transaction_mode': 'IMMEDIATE' (and "
+                     "'init_command': 'PRAGMA journal_mode=WAL', so that reads wait for no writer), or use "
+                     "PostgreSQL.",
                 id="supergraph_messaging.W303",
             ))
     globs = sorted(c for c in get_global_subscriber().channels if is_glob(c))

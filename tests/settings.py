@@ -65,8 +65,9 @@ DATABASES = {
         "NAME": _DB,
         "TEST": {"NAME": _DB},
         # Transactions take the write lock up front: with the outbox relay beside them, a deferred one
-        # that reads and then writes would fail with "database is locked" (check W303).
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        # that reads and then writes would fail with "database is locked" (check W303). WAL: readers
+        # (the relay's) wait for no writer.
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL"},
     }
 }
 
