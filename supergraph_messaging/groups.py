@@ -78,6 +78,12 @@ def _run_once(group: str, event_id: str, func: Any, args: tuple[Any, ...]) -> bo
         close_old_connections()
 
 
+def _block_ms() -> int:
+    """How long XREADGROUP blocks: well inside the socket timeout. (Equal to it, with the default 1 s,
+    the reply and the timeout raced: a consumer then kept logging timeouts and sleeping between reads.)"""
+    return max(1, min(BLOCK_MS, int(conf.socket_timeout * 1000 / 2)))
+
+
 class GroupConsumer:
     """The consumer-group loops of one worker process."""
 
@@ -132,7 +138,7 @@ class GroupConsumer:
                     for entry_id, fields in claimed[1]:
                         await self._handle(conn, stream, group, channel, handler, entry_id, fields)
                 reply: Any = await conn.xreadgroup(group, self.consumer, {stream: cursor}, count=READ_COUNT,
-                                              block=BLOCK_MS if cursor == ">" else None)
+                                              block=_block_ms() if cursor == ">" else None)
                 if failing:
                     failing = False
                     logger.info("Consumer group %s reads %r again.", group, channel)

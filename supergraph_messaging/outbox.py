@@ -21,7 +21,7 @@ import logging
 import uuid
 from typing import Any
 
-from django.db import close_old_connections, connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
 from . import streams
@@ -202,11 +202,24 @@ def backlog(using: str | None = None) -> tuple[int, float | None]:
 
 
 def _relay_round() -> int:
-    close_old_connections()
+    """Relay until a batch comes back short: then the outbox was drained as of that read, and a row
+    committed since brings its own nudge. (Reading once more to find nothing cost a second
+    transaction per nudge.)
+
+    The relay keeps its database connection between rounds and drops it only after an error:
+    ``close_old_connections`` with the default ``CONN_MAX_AGE = 0`` reconnected on every nudge, which
+    on PostgreSQL was most of the relay's latency.
+    """
     try:
-        return relay_all()
-    finally:
-        close_old_connections()
+        total = 0
+        while True:
+            done = relay()
+            total += done
+            if done < conf.relay_batch:
+                return total
+    except DatabaseError:
+        connections.close_all()  # this thread's: the next round connects afresh
+        raise
 
 
 async def relay_forever(stop: asyncio.Event, wake: asyncio.Event) -> None:

@@ -30,6 +30,8 @@ from .keys import full_channel, is_glob
 from .signals import reconnected
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
+#: Seconds stop() waits for the receive loop and for closing its connection.
+STOP_TIMEOUT = 5.0
 
 HandlerFunc = Callable[..., Any]
 
@@ -253,11 +255,18 @@ class RedisSubscriber:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        await self._close()
+            # Bounded: a worker told to stop must stop even if a connection call ignores cancellation
+            # (seen once, after Redis restarted while the worker was frozen).
+            done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+            if not done:
+                logger.warning("The Pub/Sub receive loop did not stop within %s s; closing anyway.", STOP_TIMEOUT)
+            elif not task.cancelled() and task.exception() is not None:
+                logger.error("The Pub/Sub receive loop had failed.", exc_info=task.exception())
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await self._close()
+        except TimeoutError:
+            logger.warning("Closing the Pub/Sub connection took longer than %s s; abandoned.", STOP_TIMEOUT)
         if self._dispatcher is not None:
             await self._dispatcher.drain(conf.shutdown_timeout)
             await self._dispatcher.close()
