@@ -20,7 +20,8 @@ from . import scripts
 from .conf import conf
 from .keys import full_channel
 
-# KEYS: stream, meta, idem   ARGV: outbox id, payload (a JSON object), maxlen, channel, epoch if new, ids kept
+# KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
+# ids kept (0: a fresh id nobody can send twice, nothing to remember)
 # -> {offset, epoch, 1 published | 0 already published, receivers}
 APPEND = """
 local epoch = redis.call('HGET', KEYS[2], 'e')
@@ -28,12 +29,17 @@ if not epoch then
   epoch = ARGV[5]
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
-local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if seen then return {tonumber(seen), epoch, 0, 0} end
+local window = tonumber(ARGV[6])
+if window > 0 then
+  local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  if seen then return {tonumber(seen), epoch, 0, 0} end
+end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
-redis.call('ZADD', KEYS[3], offset, ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
+if window > 0 then
+  redis.call('ZADD', KEYS[3], offset, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(window + 1))
+end
 local position = '"_position":{"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
 local data = ARGV[2]
 if data == '{}' then
@@ -60,9 +66,9 @@ def new_epoch() -> str:
     return os.urandom(6).hex()
 
 
-def append_args(channel: str, outbox_id: str, data: str) -> tuple[list[str], list[Any]]:
-    return keys(channel), [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(),
-                           IDEMPOTENCY_WINDOW]
+def append_args(channel: str, outbox_id: str, data: str,
+                window: int = IDEMPOTENCY_WINDOW) -> tuple[list[str], list[Any]]:
+    return keys(channel), [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(), window]
 
 
 def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[int, str, bool]:
@@ -73,11 +79,11 @@ def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[
 
 def publish(conn: redis.Redis, channel: str, data: str) -> int:
     """A durable publish without an outbox row (a producer without a database): returns receivers."""
-    return int(scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data))[3])
+    return int(scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0))[3])
 
 
 async def apublish(conn: Any, channel: str, data: str) -> int:
-    return int((await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data)))[3])
+    return int((await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0)))[3])
 
 
 def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
