@@ -10,7 +10,9 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
 
+from . import topology
 from .conf import SETTINGS, conf, is_redis_backend
+from .exceptions import MessagingError
 
 
 @register("supergraph_messaging")
@@ -115,7 +117,7 @@ def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
     elif not _valid_url(url):
         errors.append(
             Error(
-                "SUPERGRAPH_MESSAGING['REDIS_URL'] is not a redis://, rediss:// or unix:// URL.",
+                "SUPERGRAPH_MESSAGING['REDIS_URL'] is not a redis://, rediss://, unix:// or redis+sentinel:// URL.",
                 hint=f"Got {url.split('@')[-1]!r} (credentials hidden).",
                 id="supergraph_messaging.E006",
             )
@@ -151,6 +153,12 @@ def _valid_url(url: str) -> bool:
         return False
     if parts.scheme == "unix":
         return bool(parts.path)
+    if topology.is_sentinel(url):
+        try:
+            topology.parse_sentinel(url)
+        except MessagingError:
+            return False
+        return True
     if parts.scheme not in ("redis", "rediss"):
         return False
     try:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import weakref
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from . import serialization
+from . import serialization, topology
 from .breaker import CircuitBreaker
 from .conf import conf
 from .exceptions import MessagingError, RedisUnavailable
@@ -73,17 +73,7 @@ _clients_lock = threading.Lock()
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (safe for logs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return topology.mask(url)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -144,7 +134,7 @@ class RedisClient:
 
             conn: SyncRedis = get_redis_connection(conf.cache_alias)
             return conn
-        return SyncRedis.from_url(self.url, **_connection_kwargs())
+        return topology.sync_client(self.url, **_connection_kwargs())
 
     @property
     def aredis(self) -> aioredis.Redis:
@@ -152,7 +142,7 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(self.url, **_connection_kwargs(asynchronous=True))
+            client = topology.async_client(self.url, **_connection_kwargs(asynchronous=True))
             self._async[loop] = client
         return client
 
@@ -165,7 +155,7 @@ class RedisClient:
         """
         kwargs = _connection_kwargs(asynchronous=True)
         kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
-        return aioredis.Redis.from_url(self.url, **kwargs)
+        return topology.async_client(self.url, **kwargs)
 
     def unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(f"Redis at {self.masked_url} is unreachable: {exc}")
@@ -227,8 +217,11 @@ def _set_override(url: str | None) -> None:
     global _override_url
     if url is None:
         return
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss:// or unix://.")
+    if urlsplit(url).scheme not in (*topology.PLAIN_SCHEMES, *topology.SENTINEL_SCHEMES):
+        raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss://, unix:// or "
+                             "redis+sentinel://.")
+    if topology.is_sentinel(url):
+        topology.parse_sentinel(url)  # names what is wrong with it
     _override_url = url
     reset_clients()
 

@@ -41,8 +41,10 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, binary: str | None = None, aof: bool = False) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, aof: bool = False,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.aof = aof
+        self.extra_args = extra_args
         self.port = port or free_port()
         self.binary = binary or redis_server_binary()
         self.dir = tempfile.mkdtemp(prefix="sgm-redis-")
@@ -68,6 +70,7 @@ class RedisServer:
                 "--dir", self.dir,
                 "--maxclients", "4000",
                 "--protected-mode", "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

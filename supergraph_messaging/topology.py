@@ -1,0 +1,108 @@
+"""Which Redis a URL names, and redis-py clients for it: one node, or a Sentinel-monitored primary.
+
+``redis+sentinel://[user:password@]host:26379,host2:26379/SERVICE[/db]``
+(``rediss+sentinel://`` for TLS) names the sentinels and the service; the
+clients ask the sentinels for the current primary on every (re)connect, so
+a failover is followed instead of writing to a demoted primary until it
+refuses. Plain ``redis://``, ``rediss://`` and ``unix://`` URLs go to
+redis-py's ``from_url`` unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
+
+from .exceptions import MessagingError
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
+_NETLOC_CREDENTIALS = re.compile(r"^(?P<user>[^:@]*)(?::(?P<password>[^@]*))?@")
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    ssl: bool
+
+
+def parse_sentinel(url: str) -> SentinelTarget:
+    """The parts of a ``redis+sentinel://`` URL, or a :class:`MessagingError` naming what is wrong."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    username = password = None
+    match = _NETLOC_CREDENTIALS.match(netloc)
+    if match:
+        username = unquote(match["user"]) or None
+        password = unquote(match["password"]) if match["password"] is not None else None
+        netloc = netloc[match.end():]
+    sentinels = []
+    for node in filter(None, netloc.split(",")):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise MessagingError(f"Sentinel URL {mask(url)}: {node!r} is not host:port.")
+        sentinels.append((host.strip("[]"), int(port)))
+    if not sentinels:
+        raise MessagingError(f"Sentinel URL {mask(url)} names no sentinel (host:port,host:port).")
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise MessagingError(f"Sentinel URL {mask(url)} must end in /SERVICE_NAME or /SERVICE_NAME/db.")
+    return SentinelTarget(tuple(sentinels), unquote(path[0]), int(path[1]) if len(path) == 2 else 0,
+                          username, password, parts.scheme == "rediss+sentinel")
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by ``***``, for any number of hosts."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    match = _NETLOC_CREDENTIALS.match(netloc)
+    if match and match["password"] is not None:
+        netloc = f"{match['user']}:***@{netloc[match.end():]}"
+    return f"{scheme}://{netloc}{slash}{path}"
+
+
+def is_sentinel(url: str) -> bool:
+    return url.split("://", 1)[0] in SENTINEL_SCHEMES
+
+
+def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(kwargs of the connections to the sentinels, kwargs of the connections to the primary)."""
+    auth = {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
+    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
+    ssl = {"ssl": True} if target.ssl else {}
+    return {**timeouts, **ssl}, {**kwargs, **auth, **ssl, "db": target.db}
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **kwargs)
+    target = parse_sentinel(url)
+    sentinel_kwargs, primary_kwargs = _sentinel_kwargs(target, kwargs)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                        **sentinel_kwargs)
+    client: redis.Redis = sentinel.master_for(target.service, **primary_kwargs)  # type: ignore[no-untyped-call]
+    return client
+
+
+def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
+    if not is_sentinel(url):
+        return aioredis.Redis.from_url(url, **kwargs)
+    target = parse_sentinel(url)
+    sentinel_kwargs, primary_kwargs = _sentinel_kwargs(target, kwargs)
+    sentinel = AsyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                             **sentinel_kwargs)
+    client: aioredis.Redis = sentinel.master_for(target.service, **primary_kwargs)
+    return client

@@ -1,0 +1,103 @@
+"""Redis behind Sentinel: ``redis+sentinel://`` URLs, and the app's clients on a real primary, replica and
+three sentinels (first step of high availability: connecting; following a failover comes next)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from supergraph_messaging import CacheManager, RedisSubscriber, get_redis_client, redis_cache
+from supergraph_messaging.checks import check_settings
+from supergraph_messaging.exceptions import MessagingError
+from supergraph_messaging.topology import mask, parse_sentinel
+from tests.topologies import SERVICE, SentinelSetup
+
+
+def test_sentinel_urls_parse_and_mask() -> None:
+    target = parse_sentinel("rediss+sentinel://app:s%40cret@10.0.0.1:26379,[::1]:26380/orders/3")
+    assert target.sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    assert (target.service, target.db, target.username, target.password, target.ssl) == (
+        "orders", 3, "app", "s@cret", True)
+    assert parse_sentinel("redis+sentinel://h:1/svc").db == 0
+    assert mask("redis+sentinel://app:pw@h:1,h2:2/svc") == "redis+sentinel://app:***@h:1,h2:2/svc"
+    for bad, says in [("redis+sentinel://h:1", "SERVICE_NAME"), ("redis+sentinel://h/svc", "host:port"),
+                      ("redis+sentinel:///svc", "no sentinel"), ("redis+sentinel://h:1/svc/x", "SERVICE_NAME")]:
+        with pytest.raises(MessagingError, match=says):
+            parse_sentinel(bad)
+
+
+@pytest.mark.parametrize(("url", "ok"), [("redis+sentinel://h:26379,h2:26379/svc/0", True),
+                                         ("redis+sentinel://app:pw@h:26379", False)])
+def test_check_accepts_sentinel_urls_and_names_a_broken_one(url: str, ok: bool) -> None:
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": url}):
+        ids = [m.id for m in check_settings()]
+    assert ("supergraph_messaging.E006" not in ids) == ok
+    assert all("pw" not in m.hint for m in check_settings() if m.hint)
+
+
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[SentinelSetup]:
+    setup = SentinelSetup()
+    yield setup
+    setup.close()
+
+
+@pytest.fixture
+def via_sentinel(sentinel: SentinelSetup) -> Iterator[SentinelSetup]:
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": sentinel.url(), "DEFAULT_TTL": 60}):
+        yield sentinel
+
+
+def test_sync_cache_and_decorator_go_to_the_primary(via_sentinel: SentinelSetup) -> None:
+    calls: list[int] = []
+
+    @redis_cache(key="sentinel:item:{n}")
+    def item(n: int) -> dict[str, Any]:
+        calls.append(n)
+        return {"n": n}
+
+    assert item(1) == item(1) == {"n": 1} and calls == [1]
+    CacheManager().set("sentinel:plain", [1, 2])
+    primary = via_sentinel.primary.client()
+    assert primary.get("sentinel:plain") == b"[1,2]" and primary.exists("sentinel:item:1")
+    assert get_redis_client().masked_url.startswith("redis+sentinel://127.0.0.1:")
+
+
+@pytest.mark.django_db
+async def test_async_clients_and_the_subscriber_connect_through_the_sentinels(via_sentinel: SentinelSetup) -> None:
+    client = get_redis_client()
+    await client.aredis.set("sentinel:async", "1")
+    assert via_sentinel.primary.client().get("sentinel:async") == b"1"
+    received: list[Any] = []
+    done = asyncio.Event()
+    sub = RedisSubscriber()
+
+    @sub.on("sentinel.events")
+    async def handler(data: Any) -> None:
+        received.append(data)
+        done.set()
+
+    await sub.start()
+    try:
+        await sub.wait_subscribed("sentinel.events")
+        assert await client.apublish("sentinel.events", {"n": 1}) == 1
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await sub.stop()
+    assert received == [{"n": 1}]
+    assert via_sentinel.primary.client().pubsub_numsub("sentinel.events")[0][1] == 0  # closed again
+    assert SERVICE in via_sentinel.url()
+
+
+def test_unreachable_sentinels_are_redis_unavailable_naming_the_url() -> None:
+    from supergraph_messaging.exceptions import RedisUnavailable
+    from tests.redis_server import free_port
+
+    url = f"redis+sentinel://app:secret@127.0.0.1:{free_port()}/{SERVICE}"
+    with pytest.raises(RedisUnavailable) as caught:
+        get_redis_client(url).connect()
+    assert "redis+sentinel://app:***@127.0.0.1:" in str(caught.value) and "secret" not in str(caught.value)
