@@ -86,23 +86,20 @@ def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[di
     return {**timeouts, **ssl}, {**kwargs, **auth, **ssl, "db": target.db}
 
 
-def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any) -> Any:
     if not is_sentinel(url):
-        return redis.Redis.from_url(url, **kwargs)
+        return from_url(url, **kwargs)
     target = parse_sentinel(url)
     sentinel_kwargs, primary_kwargs = _sentinel_kwargs(target, kwargs)
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
-                        **sentinel_kwargs)
-    client: redis.Redis = sentinel.master_for(target.service, **primary_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = sentinel_class(list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **sentinel_kwargs)
+    return sentinel.master_for(target.service, **primary_kwargs)
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, Sentinel)
     return client
 
 
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
-    if not is_sentinel(url):
-        return aioredis.Redis.from_url(url, **kwargs)
-    target = parse_sentinel(url)
-    sentinel_kwargs, primary_kwargs = _sentinel_kwargs(target, kwargs)
-    sentinel = AsyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
-                             **sentinel_kwargs)
-    client: aioredis.Redis = sentinel.master_for(target.service, **primary_kwargs)
+    client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncSentinel)
     return client
