@@ -117,6 +117,14 @@ class RedisClient:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
         )
+        # Sentinel: the subscribers' connections too, so that a failover reaches them at once.
+        self._pubsub_clients: weakref.WeakKeyDictionary[aioredis.Redis, asyncio.AbstractEventLoop] = (
+            weakref.WeakKeyDictionary()
+        )
+        if topology.is_sentinel(url):
+            from . import failover
+
+            failover.watch(url, self._primary_changed, conf.socket_connect_timeout)
 
     def __repr__(self) -> str:
         return f"<RedisClient {self.masked_url}>"
@@ -155,7 +163,19 @@ class RedisClient:
         """
         kwargs = _connection_kwargs(asynchronous=True)
         kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
-        return topology.async_client(self.url, **kwargs)
+        client = topology.async_client(self.url, **kwargs)
+        self._pubsub_clients[client] = asyncio.get_running_loop()
+        return client
+
+    def _primary_changed(self, address: str) -> None:
+        """Sentinel moved the primary (called on the watcher's thread): drop every connection now, so no
+        command goes to the demoted one; each reconnects through the sentinels on its next use."""
+        if self._sync is not None:
+            self._sync.connection_pool.disconnect()
+        clients = [*self._async.items(), *((loop, c) for c, loop in self._pubsub_clients.items())]
+        for loop, client in clients:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_disconnect_soon, client)
 
     def unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(f"Redis at {self.masked_url} is unreachable: {exc}")
@@ -193,6 +213,15 @@ class RedisClient:
 
                 return await streams.apublish(self.aredis, channel, payload.decode())
             return int(await self.aredis.publish(full_channel(channel), payload))
+
+
+def _disconnect_soon(client: aioredis.Redis) -> None:
+    task = asyncio.ensure_future(client.connection_pool.disconnect())
+    _pending_disconnects.add(task)
+    task.add_done_callback(_pending_disconnects.discard)
+
+
+_pending_disconnects: set[asyncio.Future[Any]] = set()
 
 
 def get_redis_client(url: str | None = None) -> RedisClient:

@@ -101,3 +101,113 @@ def test_unreachable_sentinels_are_redis_unavailable_naming_the_url() -> None:
     with pytest.raises(RedisUnavailable) as caught:
         get_redis_client(url).connect()
     assert "redis+sentinel://app:***@127.0.0.1:" in str(caught.value) and "secret" not in str(caught.value)
+
+
+class SwitchSeen:
+    """When a sentinel announced +switch-master, observed by the test itself."""
+
+    def __init__(self, setup: SentinelSetup) -> None:
+        import threading
+
+        self.at: float | None = None
+        self._pubsub = setup._sentinel(setup.ports[0]).pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe("+switch-master")
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import time
+
+        while self.at is None:
+            if self._pubsub.get_message(timeout=0.5) is not None:
+                self.at = time.monotonic()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primary() -> None:
+    """SENTINEL FAILOVER during a stream of writes: every write acknowledged after +switch-master is on the
+    new primary at the end, writes resume within 5 s, and the subscriber reconnects (its `reconnected`)."""
+    import threading
+    import time
+
+    import redis as redis_lib
+
+    from supergraph_messaging.signals import reconnected
+
+    setup = SentinelSetup()
+    acked: list[tuple[int, float]] = []
+    failed = 0
+    stop = threading.Event()
+    reconnects: list[float] = []
+
+    def on_reconnect(sender: Any, **kwargs: Any) -> None:
+        reconnects.append(time.monotonic())
+
+    def write() -> None:
+        nonlocal failed
+        n = 0
+        while not stop.is_set():
+            try:
+                get_redis_client().redis.rpush("failover:writes", n)
+                acked.append((n, time.monotonic()))
+            except redis_lib.RedisError:
+                failed += 1
+            n += 1
+            time.sleep(0.002)
+
+    try:
+        with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": setup.url()}):
+            subscriber_loop = asyncio.new_event_loop()
+            sub = RedisSubscriber()
+            sub.on("failover.events")(lambda data: None)
+            subscriber_loop.run_until_complete(sub.start())
+            threading.Thread(target=subscriber_loop.run_forever, daemon=True).start()
+            reconnected.connect(on_reconnect)
+            seen = SwitchSeen(setup)
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(1.0)
+            setup._sentinel(setup.ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
+            deadline = time.monotonic() + 20
+            while seen.at is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert seen.at is not None, "no +switch-master within 20 s"
+            time.sleep(4.0)
+            stop.set()
+            writer.join(10)
+            asyncio.run_coroutine_threadsafe(sub.stop(), subscriber_loop).result(10)
+            subscriber_loop.call_soon_threadsafe(subscriber_loop.stop)
+            host, port = setup._sentinel(setup.ports[1]).sentinel_get_master_addr_by_name(SERVICE)
+            assert int(port) == setup.replica.port  # the replica was promoted
+            final = {int(x) for x in redis_lib.Redis(host=host, port=int(port)).lrange("failover:writes", 0, -1)}
+    finally:
+        reconnected.disconnect(on_reconnect)
+        setup.close()
+    after = [n for n, at in acked if at > seen.at]
+    lost_after = [n for n in after if n not in final]
+    lost_before = [n for n, at in acked if at <= seen.at and n not in final]
+    first_after = min((at for n, at in acked if at > seen.at and n in final), default=None)
+    print(f"\nSENTINEL FAILOVER: {len(acked)} writes acknowledged, {failed} failed; lost after +switch-master: "
+          f"{len(lost_after)}, before it: {len(lost_before)}; first write on the new primary "
+          f"{(first_after - seen.at) * 1000 if first_after else float('nan'):.0f} ms after the switch; "
+          f"subscriber reconnects: {len(reconnects)}")
+    assert after and lost_after == []
+    assert first_after is not None and first_after - seen.at < 5
+    assert any(at >= seen.at - 1 for at in reconnects)
+
+
+def test_a_watcher_stops_once_its_clients_are_gone(sentinel: SentinelSetup) -> None:
+    import gc
+
+    from supergraph_messaging import failover
+    from supergraph_messaging.connection import RedisClient
+    from tests.conftest import wait_for
+
+    url = sentinel.url(db=5)  # a target of its own
+    client = RedisClient(url)
+    watcher = failover._watchers[parse_sentinel(url)]
+    assert watcher._thread.is_alive()
+    del client
+    gc.collect()
+    wait_for(lambda: not watcher._thread.is_alive(), timeout=5)
+    assert parse_sentinel(url) not in failover._watchers

@@ -21,9 +21,11 @@ SERVICE = "sgmprimary"
 
 class SentinelSetup:
     def __init__(self, sentinels: int = 3) -> None:
-        self.primary = RedisServer()
+        # No 5 s wait before a full sync (Redis 7's diskless default), for either side of a failover.
+        quick = ("--repl-diskless-sync-delay", "0")
+        self.primary = RedisServer(extra_args=quick)
         self.primary.start()
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.primary.port)))
+        self.replica = RedisServer(extra_args=(*quick, "--replicaof", "127.0.0.1", str(self.primary.port)))
         self.replica.start()
         self.dir = tempfile.mkdtemp(prefix="sgm-sentinel-")
         self.ports = [free_port() for _ in range(sentinels)]
@@ -40,7 +42,8 @@ class SentinelSetup:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                if all(self._sentinel(p).sentinel_get_master_addr_by_name(SERVICE) for p in self.ports):
+                linked = self.replica.client().info("replication").get("master_link_status") == "up"
+                if linked and all(self._sentinel(p).sentinel_get_master_addr_by_name(SERVICE) for p in self.ports):
                     return
             except redis.RedisError:
                 pass

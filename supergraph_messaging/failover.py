@@ -1,0 +1,112 @@
+"""Follow a Sentinel failover the moment it happens: ``+switch-master`` drops the clients' connections.
+
+redis-py's Sentinel pools ask for the primary only when they connect, and
+a connection to a demoted primary keeps working until the sentinels
+reconfigure it: writes acknowledged there in between are lost when it
+resyncs from the new primary (about 10 s of them, measured on the first
+release). One daemon thread per monitored service listens for
+``+switch-master`` on any live sentinel and tells the registered clients,
+which disconnect their pools; the next command connects to the new primary.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from .topology import SentinelTarget, parse_sentinel
+
+logger = logging.getLogger("supergraph_messaging.failover")
+
+SWITCH_CHANNEL = "+switch-master"
+RETRY_DELAY = 0.2
+
+
+class SwitchWatcher:
+    def __init__(self, target: SentinelTarget, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.switches = 0
+        self._callbacks: list[weakref.WeakMethod[Callable[[str], None]]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sgm-sentinel-{target.service}")
+        self._thread.start()
+
+    def add(self, callback: Callable[[str], None]) -> None:
+        """``callback(new_address)`` on each switch; held weakly (a bound method of a client)."""
+        with self._lock:
+            self._callbacks = [c for c in self._callbacks if c() is not None]
+            self._callbacks.append(weakref.WeakMethod(callback))
+
+    def _orphaned(self) -> bool:
+        """Every client that asked is gone (settings changed, tests swapped servers): stop watching.
+
+        Decided under the registry's lock, in which :func:`watch` also adds, so a client never registers
+        with a watcher that is leaving."""
+        with _watchers_lock, self._lock:
+            if not self._callbacks or any(c() is not None for c in self._callbacks):
+                return False
+            if _watchers.get(self.target) is self:
+                del _watchers[self.target]
+            return True
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._orphaned():
+            host, port = self.target.sentinels[attempt % len(self.target.sentinels)]
+            attempt += 1
+            try:
+                self._listen(host, port)
+            except redis.RedisError as exc:
+                logger.debug("Sentinel %s:%s: %s; trying the next one.", host, port, exc)
+            time.sleep(RETRY_DELAY)
+
+    def _listen(self, host: str, port: int) -> None:
+        conn = redis.Redis(host=host, port=port, socket_connect_timeout=self.timeout, socket_timeout=None,
+                           health_check_interval=5, ssl=self.target.ssl)
+        pubsub = conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(SWITCH_CHANNEL)
+            while not self._orphaned():
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._on_message(message["data"])
+        finally:
+            pubsub.close()
+            conn.close()
+
+    def _on_message(self, data: Any) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        fields = text.split()  # "<service> <old ip> <old port> <new ip> <new port>"
+        if len(fields) != 5 or fields[0] != self.target.service:
+            return
+        self.switches += 1
+        address = f"{fields[3]}:{fields[4]}"
+        logger.warning("Sentinel: the primary of %r moved from %s:%s to %s; dropping connections to it.",
+                       fields[0], fields[1], fields[2], address)
+        with self._lock:
+            callbacks = [c() for c in self._callbacks]
+        for callback in callbacks:
+            if callback is not None:
+                callback(address)
+
+
+_watchers: dict[SentinelTarget, SwitchWatcher] = {}
+_watchers_lock = threading.Lock()
+
+
+def watch(url: str, callback: Callable[[str], None], timeout: float) -> SwitchWatcher:
+    """Call ``callback`` (weakly held) whenever the primary of ``url``'s service changes."""
+    target = parse_sentinel(url)
+    with _watchers_lock:
+        watcher = _watchers.get(target)
+        if watcher is None:
+            watcher = _watchers[target] = SwitchWatcher(target, timeout)
+        watcher.add(callback)
+    return watcher
