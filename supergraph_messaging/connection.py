@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -105,6 +106,9 @@ def _connection_kwargs(asynchronous: bool = False) -> dict[str, Any]:
     }
 
 
+_C = TypeVar("_C")
+
+
 class RedisClient:
     """Sync and async access to one Redis URL."""
 
@@ -121,6 +125,7 @@ class RedisClient:
         self._pubsub_clients: weakref.WeakKeyDictionary[aioredis.Redis, asyncio.AbstractEventLoop] = (
             weakref.WeakKeyDictionary()
         )
+        self._pin: tuple[tuple[str, int], float] | None = None  # the announced primary, trusted until
         if topology.is_sentinel(url):
             from . import failover
 
@@ -133,7 +138,7 @@ class RedisClient:
     def redis(self) -> SyncRedis:
         client = self._sync
         if client is None:
-            client = self._sync = self._make_sync()
+            client = self._sync = self._follow(self._make_sync())
         return client
 
     def _make_sync(self) -> SyncRedis:
@@ -150,7 +155,7 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = topology.async_client(self.url, **_connection_kwargs(asynchronous=True))
+            client = self._follow(topology.async_client(self.url, **_connection_kwargs(asynchronous=True)))
             self._async[loop] = client
         return client
 
@@ -163,19 +168,28 @@ class RedisClient:
         """
         kwargs = _connection_kwargs(asynchronous=True)
         kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
-        client = topology.async_client(self.url, **kwargs)
+        client = self._follow(topology.async_client(self.url, **kwargs))
         self._pubsub_clients[client] = asyncio.get_running_loop()
         return client
 
-    def _primary_changed(self, address: str) -> None:
-        """Sentinel moved the primary (called on the watcher's thread): drop every connection now, so no
-        command goes to the demoted one; each reconnects through the sentinels on its next use."""
+    def _primary_changed(self, address: tuple[str, int]) -> None:
+        """Sentinel moved the primary (called on the watcher's thread): point every client at the new one
+        and drop every connection now, so no command goes to the demoted primary."""
+        self._pin = address, time.monotonic() + topology.PIN_SECONDS
         if self._sync is not None:
+            self._follow(self._sync)
             self._sync.connection_pool.disconnect()
         clients = [*self._async.items(), *((loop, c) for c, loop in self._pubsub_clients.items())]
         for loop, client in clients:
+            self._follow(client)
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_disconnect_soon, client)
+
+    def _follow(self, client: _C) -> _C:
+        """A client made during a failover connects to the announced primary, not a lagging sentinel's."""
+        if self._pin is not None:
+            topology.pin_primary(client, *self._pin)
+        return client
 
     def unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(f"Redis at {self.masked_url} is unreachable: {exc}")

@@ -33,13 +33,17 @@ class SwitchWatcher:
         self.target = target
         self.timeout = timeout
         self.switches = 0
-        self._callbacks: list[weakref.WeakMethod[Callable[[str], None]]] = []
+        #: When the clients were last told of a switch (time.monotonic()): what they send after it goes
+        #: to the new primary.
+        self.handled_at: float | None = None
+        self._callbacks: list[weakref.WeakMethod[Callable[[tuple[str, int]], None]]] = []  # (new primary)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sgm-sentinel-{target.service}")
         self._thread.start()
 
-    def add(self, callback: Callable[[str], None]) -> None:
-        """``callback(new_address)`` on each switch; held weakly (a bound method of a client)."""
+    def add(self, callback: Callable[[tuple[str, int]], None]) -> None:
+        """``callback((host, port))`` of the new primary on each switch; held weakly (a bound method of a
+        client)."""
         with self._lock:
             self._callbacks = [c for c in self._callbacks if c() is not None]
             self._callbacks.append(weakref.WeakMethod(callback))
@@ -87,21 +91,24 @@ class SwitchWatcher:
         if len(fields) != 5 or fields[0] != self.target.service:
             return
         self.switches += 1
-        address = f"{fields[3]}:{fields[4]}"
-        logger.warning("Sentinel: the primary of %r moved from %s:%s to %s; dropping connections to it.",
-                       fields[0], fields[1], fields[2], address)
+        if not fields[4].isdigit():
+            return
+        address = (fields[3], int(fields[4]))
+        logger.warning("Sentinel: the primary of %r moved from %s:%s to %s:%s; dropping connections to it.",
+                       fields[0], fields[1], fields[2], *address)
         with self._lock:
             callbacks = [c() for c in self._callbacks]
         for callback in callbacks:
             if callback is not None:
                 callback(address)
+        self.handled_at = time.monotonic()
 
 
 _watchers: dict[SentinelTarget, SwitchWatcher] = {}
 _watchers_lock = threading.Lock()
 
 
-def watch(url: str, callback: Callable[[str], None], timeout: float) -> SwitchWatcher:
+def watch(url: str, callback: Callable[[tuple[str, int]], None], timeout: float) -> SwitchWatcher:
     """Call ``callback`` (weakly held) whenever the primary of ``url``'s service changes."""
     target = parse_sentinel(url)
     with _watchers_lock:

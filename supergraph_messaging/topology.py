@@ -11,6 +11,7 @@ redis-py's ``from_url`` unchanged.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -86,6 +87,53 @@ def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[di
     return {**timeouts, **ssl}, {**kwargs, **auth, **ssl, "db": target.db}
 
 
+#: How long an announced primary is trusted over the sentinels' answers (they converge within seconds).
+PIN_SECONDS = 10.0
+
+
+class FollowingSentinel(Sentinel):
+    """A Sentinel client that can be told the new primary (from ``+switch-master``).
+
+    After a manual failover the old primary stays up, and a sentinel that has not caught up, or that
+    has not connected to the new primary yet, still names the old one: asking would send the reconnect
+    straight back (measured: 1,725 writes lost in one run). Pinned, the announced address wins for
+    ``PIN_SECONDS``.
+    """
+
+    _pinned: tuple[str, int] | None = None
+    _pinned_until = 0.0
+
+    def pin(self, address: tuple[str, int], until: float) -> None:
+        self._pinned, self._pinned_until = address, until
+
+    def discover_master(self, service_name: str) -> Any:
+        if self._pinned is not None and time.monotonic() < self._pinned_until:
+            return self._pinned
+        return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+
+
+class AsyncFollowingSentinel(AsyncSentinel):
+    """:class:`FollowingSentinel` for asyncio clients."""
+
+    _pinned: tuple[str, int] | None = None
+    _pinned_until = 0.0
+
+    def pin(self, address: tuple[str, int], until: float) -> None:
+        self._pinned, self._pinned_until = address, until
+
+    async def discover_master(self, service_name: str) -> Any:
+        if self._pinned is not None and time.monotonic() < self._pinned_until:
+            return self._pinned
+        return await super().discover_master(service_name)
+
+
+def pin_primary(client: Any, address: tuple[str, int], until: float) -> None:
+    """Make ``client`` (a Sentinel-managed one) connect to ``address`` until ``until`` (time.monotonic())."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if isinstance(manager, FollowingSentinel | AsyncFollowingSentinel):
+        manager.pin(address, until)
+
+
 def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any) -> Any:
     if not is_sentinel(url):
         return from_url(url, **kwargs)
@@ -96,10 +144,11 @@ def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
-    client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, Sentinel)
+    client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, FollowingSentinel)
     return client
 
 
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
-    client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncSentinel)
+    client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncFollowingSentinel)
     return client
+
