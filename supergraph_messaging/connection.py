@@ -107,6 +107,8 @@ def _connection_kwargs(asynchronous: bool = False) -> dict[str, Any]:
 
 
 _C = TypeVar("_C")
+#: Seconds after a Sentinel switch when connections are dropped again (see RedisClient._primary_changed).
+FOLLOW_UP_DROPS = (0.05, 0.25, 1.0)
 
 
 class RedisClient:
@@ -174,8 +176,20 @@ class RedisClient:
 
     def _primary_changed(self, address: tuple[str, int]) -> None:
         """Sentinel moved the primary (called on the watcher's thread): point every client at the new one
-        and drop every connection now, so no command goes to the demoted primary."""
+        and drop every connection now, so no command goes to the demoted primary; and again shortly after.
+
+        The sentinels close the demoted primary's clients around the same moment, so a connection may
+        be reconnecting just then, through a sentinel that still names the old primary: finishing after
+        the first drop, it stayed there (1 run in 8 lost every later write). The later drops end that.
+        """
         self._pin = address, time.monotonic() + topology.PIN_SECONDS
+        self._drop_connections()
+        for delay in FOLLOW_UP_DROPS:
+            timer = threading.Timer(delay, self._drop_connections)
+            timer.daemon = True
+            timer.start()
+
+    def _drop_connections(self) -> None:
         if self._sync is not None:
             self._follow(self._sync)
             self._sync.connection_pool.disconnect()

@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-from redis.sentinel import Sentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from .exceptions import MessagingError
 
@@ -127,6 +128,36 @@ class AsyncFollowingSentinel(AsyncSentinel):
         return await super().discover_master(service_name)
 
 
+def _pinned(pool: Any) -> tuple[str, int] | None:
+    manager = getattr(pool, "sentinel_manager", None)
+    if not isinstance(manager, FollowingSentinel | AsyncFollowingSentinel) or time.monotonic() >= manager._pinned_until:
+        return None
+    return manager._pinned
+
+
+class FollowingConnection(SentinelManagedConnection):
+    """Checks, once connected, that it reached the pinned primary: a connection that asked a lagging
+    sentinel just before the pin would otherwise finish connecting to the demoted primary and stay."""
+
+    def _connect_retry(self) -> None:
+        super()._connect_retry()  # type: ignore[no-untyped-call]
+        pinned = _pinned(self.connection_pool)
+        if pinned is not None and (self.host, self.port) != pinned:
+            self.disconnect()  # type: ignore[no-untyped-call]
+            self.connect_to(pinned)  # type: ignore[no-untyped-call]
+
+
+class AsyncFollowingConnection(AsyncSentinelManagedConnection):
+    """:class:`FollowingConnection` for asyncio clients."""
+
+    async def _connect_retry(self) -> None:
+        await super()._connect_retry()  # type: ignore[no-untyped-call]
+        pinned = _pinned(self.connection_pool)
+        if pinned is not None and (self.host, self.port) != pinned:
+            await self.disconnect()
+            await self.connect_to(pinned)  # type: ignore[no-untyped-call]
+
+
 def pin_primary(client: Any, address: tuple[str, int], until: float) -> None:
     """Make ``client`` (a Sentinel-managed one) connect to ``address`` until ``until`` (time.monotonic())."""
     manager = getattr(client.connection_pool, "sentinel_manager", None)
@@ -134,21 +165,24 @@ def pin_primary(client: Any, address: tuple[str, int], until: float) -> None:
         manager.pin(address, until)
 
 
-def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any) -> Any:
+def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any, connection_class: Any) -> Any:
     if not is_sentinel(url):
         return from_url(url, **kwargs)
     target = parse_sentinel(url)
     sentinel_kwargs, primary_kwargs = _sentinel_kwargs(target, kwargs)
+    if not target.ssl:  # (TLS keeps redis-py's own class: no after-connect check, the repeated drops only)
+        primary_kwargs["connection_class"] = connection_class
     sentinel = sentinel_class(list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **sentinel_kwargs)
     return sentinel.master_for(target.service, **primary_kwargs)
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
-    client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, FollowingSentinel)
+    client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, FollowingSentinel, FollowingConnection)
     return client
 
 
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
-    client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncFollowingSentinel)
+    client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncFollowingSentinel,
+                                     AsyncFollowingConnection)
     return client
 
