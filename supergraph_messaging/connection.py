@@ -183,20 +183,23 @@ class RedisClient:
         the first drop, it stayed there (1 run in 8 lost every later write). The later drops end that.
         """
         self._pin = address, time.monotonic() + topology.PIN_SECONDS
+        for _loop, client in self._all_clients():
+            self._follow(client)  # clients made from now on are followed as they are made
         self._drop_connections()
         for delay in FOLLOW_UP_DROPS:
             timer = threading.Timer(delay, self._drop_connections)
             timer.daemon = True
             timer.start()
 
+    def _all_clients(self) -> list[tuple[asyncio.AbstractEventLoop | None, Any]]:
+        sync = [(None, self._sync)] if self._sync is not None else []
+        return [*sync, *self._async.items(), *((loop, c) for c, loop in self._pubsub_clients.items())]
+
     def _drop_connections(self) -> None:
-        if self._sync is not None:
-            self._follow(self._sync)
-            self._sync.connection_pool.disconnect()
-        clients = [*self._async.items(), *((loop, c) for c, loop in self._pubsub_clients.items())]
-        for loop, client in clients:
-            self._follow(client)
-            if not loop.is_closed():
+        for loop, client in self._all_clients():
+            if loop is None:
+                client.connection_pool.disconnect()
+            elif not loop.is_closed():
                 loop.call_soon_threadsafe(_disconnect_soon, client)
 
     def _follow(self, client: _C) -> _C:

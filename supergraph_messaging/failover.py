@@ -32,7 +32,6 @@ class SwitchWatcher:
     def __init__(self, target: SentinelTarget, timeout: float) -> None:
         self.target = target
         self.timeout = timeout
-        self.switches = 0
         #: When the clients were last told of a switch (time.monotonic()): what they send after it goes
         #: to the new primary.
         self.handled_at: float | None = None
@@ -90,7 +89,6 @@ class SwitchWatcher:
         fields = text.split()  # "<service> <old ip> <old port> <new ip> <new port>"
         if len(fields) != 5 or fields[0] != self.target.service:
             return
-        self.switches += 1
         if not fields[4].isdigit():
             return
         address = (fields[3], int(fields[4]))
