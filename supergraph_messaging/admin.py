@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import events, invalidation, keyspace, outbox, stats, streaminfo
+from . import events, invalidation, keyspace, outbox, slots, stats, streaminfo
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob
@@ -91,12 +91,9 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         self._require(request)
         pattern = request.GET.get("q", "").strip() or "*"
-        try:
-            cursor = max(0, int(request.GET.get("cursor", "0")))
-        except ValueError:
-            cursor = 0
+        cursor = request.GET.get("cursor", "0")[:300]  # a number, or host:port/number on a Cluster
         rows: list[keyspace.KeyInfo] = []
-        next_cursor = 0
+        next_cursor = "0"
         namespace = self._namespace(request)
         try:
             keys, next_cursor = keyspace.scan_page(pattern, cursor, namespace=namespace)
@@ -105,10 +102,10 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self._redis_error(request, exc)
         everything = "1" if namespace.everything else ""
         next_url = None
-        if next_cursor:
-            next_url = "?" + urlencode({"q": pattern, "cursor": str(next_cursor), "all": everything})
+        if next_cursor != "0":
+            next_url = "?" + urlencode({"q": pattern, "cursor": next_cursor, "all": everything})
         context = self._context(request, "Cache keys", rows=rows, q=pattern, next_url=next_url,
-                                first_page=cursor == 0, everything=everything,
+                                first_page=cursor in ("", "0"), everything=everything,
                                 can_see_everything=bool(getattr(request.user, "is_superuser", False)))
         return TemplateResponse(request, TEMPLATE_DIR + "cachekey_changelist.html", context)
 
@@ -143,9 +140,12 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 messages.warning(request, "No keys were selected.")
             return HttpResponseRedirect(back)
         try:
-            conn = get_redis_client().redis
-            deleted = int(conn.unlink(*keys))
-            conn.unlink(*[k + LEASE_SUFFIX.encode() for k in keys])
+            client = get_redis_client()
+            if client.cluster:
+                deleted = slots.invalidate(client.redis, [k.decode(errors="surrogateescape") for k in keys])
+            else:
+                deleted = int(client.redis.unlink(*keys))
+                client.redis.unlink(*[k + LEASE_SUFFIX.encode() for k in keys])
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             return HttpResponseRedirect(back)

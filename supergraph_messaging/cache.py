@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from . import scripts, slots
 from .conf import conf
 from .connection import RedisClient, get_redis_client
-from .keys import LEASE_SUFFIX, escape_glob, full_key, lease_key
+from .keys import escape_glob, full_key, is_lease, lease_key
 from .serialization import UNDECODABLE, decode_or_undecodable, dumps
 
 logger = logging.getLogger("supergraph_messaging.cache")
@@ -96,6 +97,9 @@ class CacheManager:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
         with client.boundary:
+            if client.cluster:
+                scripts.run(client.redis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
+                return
             pipe = client.redis.pipeline(transaction=True)
             pipe.set(full, payload, px=ms or None)
             pipe.delete(lease_key(full))
@@ -108,6 +112,8 @@ class CacheManager:
         full = [self.key(k) for k in keys]
         client = self.client
         with client.boundary:
+            if client.cluster:
+                return slots.invalidate(client.redis, full)
             pipe = client.redis.pipeline(transaction=True)
             pipe.unlink(*full)
             pipe.unlink(*[lease_key(k) for k in full])
@@ -117,6 +123,8 @@ class CacheManager:
         """Delete every key matching the glob (``SCAN`` + batched ``UNLINK``, never ``KEYS``)."""
         client = self.client
         with client.boundary:
+            if client.cluster:
+                return slots.unlink_matching(client.redis, self._pattern(pattern))
             return unlink_matching(client.redis, self._pattern(pattern))
 
     def ttl(self, key: str) -> int | None:
@@ -131,7 +139,7 @@ class CacheManager:
         client = self.client
         with client.boundary:
             found = list(client.redis.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT))
-        return sorted(self._relative(k) for k in found if not k.endswith(LEASE_SUFFIX.encode()))
+        return sorted(self._relative(k) for k in found if not is_lease(k))
 
     # -- async --------------------------------------------------------------
     async def aget(self, key: str, default: Any = None) -> Any:
@@ -144,6 +152,9 @@ class CacheManager:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
         with client.boundary:
+            if client.cluster:
+                await scripts.arun(client.aredis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
+                return
             pipe = client.aredis.pipeline(transaction=True)
             pipe.set(full, payload, px=ms or None)
             pipe.delete(lease_key(full))
@@ -155,6 +166,8 @@ class CacheManager:
         full = [self.key(k) for k in keys]
         client = self.client
         with client.boundary:
+            if client.cluster:
+                return await slots.ainvalidate(client.aredis, full)
             pipe = client.aredis.pipeline(transaction=True)
             pipe.unlink(*full)
             pipe.unlink(*[lease_key(k) for k in full])
@@ -165,6 +178,8 @@ class CacheManager:
         conn = client.aredis
         deleted = 0
         with client.boundary:
+            if client.cluster:
+                return await slots.aunlink_matching(conn, self._pattern(pattern))
             batch: list[bytes] = []
             async for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
                 batch.append(key)

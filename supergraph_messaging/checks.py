@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 from . import topology
 from .conf import SETTINGS, conf, is_redis_backend
 from .exceptions import MessagingError
+from .keys import hash_tag
 
 
 @register("supergraph_messaging")
@@ -114,15 +115,33 @@ def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
                 id="supergraph_messaging.E005",
             )
         )
-    elif not _valid_url(url):
+    elif (problem := _url_problem(url)) is not None:
         errors.append(
             Error(
-                "SUPERGRAPH_MESSAGING['REDIS_URL'] is not a redis://, rediss://, unix:// or redis+sentinel:// URL.",
+                "SUPERGRAPH_MESSAGING['REDIS_URL'] is not a redis://, rediss://, unix://, redis+sentinel:// "
+                "or redis+cluster:// URL." if problem == "" else f"SUPERGRAPH_MESSAGING['REDIS_URL']: {problem}",
                 hint=f"Got {url.split('@')[-1]!r} (credentials hidden).",
                 id="supergraph_messaging.E006",
             )
         )
+    elif topology.is_cluster(url):
+        errors += _check_cluster_prefix(raw)
     return errors
+
+
+def _check_cluster_prefix(raw: dict[str, Any]) -> list[Any]:
+    """A hash tag in ``KEY_PREFIX`` would put every key of the app in one slot, on one node."""
+    prefix = raw.get("KEY_PREFIX", "")
+    if not isinstance(prefix, str) or hash_tag(prefix) is None:
+        return []
+    return [
+        Error(
+            f"SUPERGRAPH_MESSAGING['KEY_PREFIX'] = {prefix!r} holds a Cluster hash tag: every key of the app "
+            "would live in one slot, on one node.",
+            hint="Remove the braces from KEY_PREFIX (tag individual keys instead, e.g. 'user:{42}:cart').",
+            id="supergraph_messaging.E010",
+        )
+    ]
 
 
 def _check_token_authenticator() -> list[Any]:
@@ -146,26 +165,27 @@ def _check_token_authenticator() -> list[Any]:
     ]
 
 
-def _valid_url(url: str) -> bool:
+def _url_problem(url: str) -> str | None:
+    """None for a usable URL; else what is wrong with it ("" when it is no Redis URL at all)."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return False
+        return ""
     if parts.scheme == "unix":
-        return bool(parts.path)
-    if topology.is_sentinel(url):
+        return None if parts.path else ""
+    if topology.is_sentinel(url) or topology.is_cluster(url):
         try:
-            topology.parse_sentinel(url)
-        except MessagingError:
-            return False
-        return True
+            topology.parse(url)
+        except MessagingError as exc:
+            return str(exc)
+        return None
     if parts.scheme not in ("redis", "rediss"):
-        return False
+        return ""
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        return False
-    return bool(parts.hostname)
+        return ""
+    return None if parts.hostname else ""
 
 
 @register("supergraph_messaging")

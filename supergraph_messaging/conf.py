@@ -98,7 +98,8 @@ class Setting:
 NUMBER = "a positive number (seconds)"
 
 SETTINGS: dict[str, Setting] = {
-    "REDIS_URL": Setting(None, "a redis://, rediss://, unix:// or redis+sentinel:// URL, or None", is_optional_str,
+    "REDIS_URL": Setting(None, "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL, or None",
+                         is_optional_str,
                          doc="None: the LOCATION of CACHES[CACHE_ALIAS], else $REDIS_URL."),
     "CACHE_ALIAS": Setting("default", "the name of a cache in CACHES", is_str,
                            doc="A django-redis cache whose connection pool sync calls reuse."),

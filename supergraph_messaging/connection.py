@@ -31,7 +31,9 @@ from .keys import full_channel
 SyncRedis = redis.Redis
 
 #: What "Redis is unavailable" means: redis-py's own connection, timeout, read-only and
-#: cluster-state errors, and our :class:`RedisUnavailable`. Never a bare ``OSError`` or
+#: cluster-state errors (a Cluster no node of which answers raises ``topology.ClusterUnreachable``,
+#: a ``ConnectionError``; ``CROSSSLOT`` and redis-py's other ``RedisClusterException`` are bugs to
+#: see, not outages), and our :class:`RedisUnavailable`. Never a bare ``OSError`` or
 #: ``TimeoutError``: those come from user code (an HTTP fallback to a service that is
 #: down), and blaming them on Redis would run the function twice and open the breaker.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
@@ -42,6 +44,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MovedError,
+    redis.exceptions.SlotNotCoveredError,
     RedisUnavailable,
 )
 
@@ -128,6 +131,8 @@ class RedisClient:
             weakref.WeakKeyDictionary()
         )
         self._pin: tuple[tuple[str, int], float] | None = None  # the announced primary, trusted until
+        #: A Redis Cluster: multi-key work goes per slot, SCANs per primary, Pub/Sub to any node.
+        self.cluster = topology.is_cluster(url)
         if topology.is_sentinel(url):
             from . import failover
 
@@ -170,9 +175,19 @@ class RedisClient:
         """
         kwargs = _connection_kwargs(asynchronous=True)
         kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
-        client = self._follow(topology.async_client(self.url, **kwargs))
+        if self.cluster:
+            client = topology.any_node_async_client(self.url, **kwargs)
+        else:
+            client = self._follow(topology.async_client(self.url, **kwargs))
         self._pubsub_clients[client] = asyncio.get_running_loop()
         return client
+
+    def publishing_connection(self) -> Any:
+        """A connection of its own, outside any pool, for the pipelined event publisher."""
+        if self.cluster:
+            return topology.any_node_connection(self.url, **_connection_kwargs())
+        pool = self.redis.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
     def _primary_changed(self, address: tuple[str, int]) -> None:
         """Sentinel moved the primary (called on the watcher's thread): point every client at the new one
@@ -277,11 +292,10 @@ def _set_override(url: str | None) -> None:
     global _override_url
     if url is None:
         return
-    if urlsplit(url).scheme not in (*topology.PLAIN_SCHEMES, *topology.SENTINEL_SCHEMES):
-        raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss://, unix:// or "
-                             "redis+sentinel://.")
-    if topology.is_sentinel(url):
-        topology.parse_sentinel(url)  # names what is wrong with it
+    if urlsplit(url).scheme not in (*topology.PLAIN_SCHEMES, *topology.SENTINEL_SCHEMES, *topology.CLUSTER_SCHEMES):
+        raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss://, unix://, "
+                             "redis+sentinel:// or redis+cluster://.")
+    topology.parse(url)  # names what is wrong with a Sentinel or Cluster URL
     _override_url = url
     reset_clients()
 

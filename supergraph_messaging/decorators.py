@@ -145,7 +145,7 @@ class CachedFunction:
                         stats.incr(self.name, "hits")
                         return value
                 stats.incr(self.name, "misses")
-                return self._drive(self._fill_steps(key, raw), client, args, kwargs)
+                return self._drive(self._fill_steps(key, raw, client.cluster), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(self.func(*args, **kwargs)))
 
@@ -192,7 +192,7 @@ class CachedFunction:
                         stats.incr(self.name, "hits")
                         return value
                 stats.incr(self.name, "misses")
-                return await self._adrive(self._fill_steps(key, raw), client, args, kwargs)
+                return await self._adrive(self._fill_steps(key, raw, client.cluster), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(await self.func(*args, **kwargs)))
 
@@ -242,7 +242,8 @@ class CachedFunction:
                            self.name, key, len(raw), raw[:20])
         return value
 
-    def _fill_steps(self, key: str, garbage: bytes | str | None = None) -> Generator[Step, Any, Any]:
+    def _fill_steps(self, key: str, garbage: bytes | str | None = None,
+                    clustered: bool = False) -> Generator[Step, Any, Any]:
         """The fill of a missed ``key``, as steps: ("script", src, keys, args), ("sleep", s), ("call",).
 
         The sync and async drivers above execute the steps; the lease logic
@@ -250,7 +251,7 @@ class CachedFunction:
         "call"; a script that could not reach Redis replies ``UNAVAILABLE``.
         The function runs at most once per call, whatever Redis does.
         """
-        lease, token = lease_key(key), _token()
+        lease, token = lease_key(key, clustered), _token()
         if garbage is not None:
             yield ("script", scripts.DISCARD, [key], [garbage])
         lease_ms = int(conf.lease_ttl * 1000)

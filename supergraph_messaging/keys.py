@@ -7,6 +7,8 @@ key, so both go through :func:`full_key`.
 
 from __future__ import annotations
 
+import binascii
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -27,9 +29,69 @@ def full_key(key: str, prefix: str | None = None) -> str:
     return conf.key_prefix + key
 
 
-def lease_key(key: str) -> str:
-    """Where the fill lease of ``key`` lives (deleted together with the key)."""
-    return key + LEASE_SUFFIX
+def lease_key(key: str, clustered: bool = False) -> str:
+    """Where the fill lease of ``key`` lives (deleted together with the key, in one transaction).
+
+    On a Cluster the lease must share the key's slot, and the value key must
+    stay as other readers know it: the lease gets a hash tag that hashes to
+    the key's slot (``cam:mac:AA~lease{1a2}``), unless the key has a tag of its
+    own, which the suffix keeps.
+    """
+    if not clustered or hash_tag(key) is not None:
+        return key + LEASE_SUFFIX
+    if "{" in key:  # a brace that is no tag ("a{b", "a{}b"): any suffix changes what is hashed
+        return _searched_lease(key)
+    return f"{key}{LEASE_SUFFIX}{{{_slot_tags()[key_slot(key)]}}}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _searched_lease(key: str) -> str:
+    """A lease name in ``key``'s slot for a key with a stray brace, by trying suffixes (rare; milliseconds)."""
+    slot, close = key_slot(key), "}" if key.rfind("{") > key.rfind("}") else ""
+    for i in range(SLOTS * 64):
+        candidate = f"{key}{LEASE_SUFFIX}{i:x}{close}"
+        if key_slot(candidate) == slot:
+            return candidate
+    raise CacheKeyError(f"No lease key shares the Cluster slot of {key!r}; remove its braces.")
+
+
+def is_lease(key: str | bytes) -> bool:
+    text = key.decode(errors="replace") if isinstance(key, bytes) else key
+    return text.endswith(LEASE_SUFFIX) or _CLUSTER_LEASE.search(text) is not None
+
+
+_CLUSTER_LEASE = re.compile(re.escape(LEASE_SUFFIX) + r"(\{[0-9a-f]+\}|[0-9a-f]+\}?)$")
+SLOTS = 16384
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it is not the whole key (``{...}``, non-empty)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    return key[start + 1:end] if end > start + 1 else None
+
+
+def key_slot(key: str) -> int:
+    """The Cluster slot of ``key`` (CRC16 of its hash tag or of the whole key, as Redis computes it)."""
+    tag = hash_tag(key)
+    return binascii.crc_hqx((key if tag is None else tag).encode(), 0) % SLOTS
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each slot, the shortest hex string hashing to it (built once, about 0.2 s)."""
+    tags: list[str | None] = [None] * SLOTS
+    missing, i = SLOTS, 0
+    while missing:
+        text = format(i, "x")
+        slot = binascii.crc_hqx(text.encode(), 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = text
+            missing -= 1
+        i += 1
+    return tuple(t for t in tags if t is not None)
 
 
 def full_channel(channel: str) -> str:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import invalidation
+from . import invalidation, slots
 from .conf import conf
 from .connection import get_redis_client
 from .keys import LEASE_SUFFIX, escape_glob
@@ -120,11 +120,43 @@ def _text(raw: bytes | str) -> tuple[str, bool]:
         return raw.decode("latin-1"), True
 
 
-def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE,
-              namespace: Namespace | None = None) -> tuple[list[bytes], int]:
-    """Up to ``page_size`` raw keys matching ``pattern`` from ``cursor``; returns (keys, next cursor, 0 = end)."""
-    conn: Any = get_redis_client().redis
+def scan_page(pattern: str, cursor: str = "0", page_size: int = PAGE_SIZE,
+              namespace: Namespace | None = None) -> tuple[list[bytes], str]:
+    """Up to ``page_size`` raw keys matching ``pattern`` from ``cursor``; returns (keys, next cursor, "0" = end).
+
+    On a Cluster each primary is scanned in turn, and the cursor names the
+    node (``host:port/cursor``): SCAN cursors mean nothing on another node.
+    """
+    client = get_redis_client()
     allows = (namespace or Namespace()).allows
+    if not client.cluster:
+        page, after = _scan_node(client.redis, pattern, _int_cursor(cursor), page_size, allows)
+        return page, str(after)
+    conn: Any = client.redis
+    nodes = sorted(conn.get_primaries(), key=lambda n: n.name)
+    name, _, position = cursor.rpartition("/")
+    start = next((i for i, n in enumerate(nodes) if n.name >= name), len(nodes)) if name else 0
+    if start < len(nodes) and nodes[start].name != name:
+        position = "0"  # the node named is gone (a failover): its keys are now on the next one listed
+    found: list[bytes] = []
+    for node in nodes[start:]:
+        keys, next_position = _scan_node(conn.get_redis_connection(node), pattern, _int_cursor(position),
+                                         page_size - len(found), allows)
+        found += keys
+        position = "0"
+        if next_position:
+            return found, f"{node.name}/{next_position}"
+        if len(found) >= page_size:
+            following = nodes.index(node) + 1
+            return found, f"{nodes[following].name}/0" if following < len(nodes) else "0"
+    return found, "0"
+
+
+def _int_cursor(cursor: str) -> int:
+    return int(cursor) if cursor.isdigit() else 0
+
+
+def _scan_node(conn: Any, pattern: str, cursor: int, page_size: int, allows: Any) -> tuple[list[bytes], int]:
     found: list[bytes] = []
     count = page_size  # dense patterns: about one page per SCAN; sparse ones: widen the step
     budget = SCAN_BUDGET  # a sparse pattern returns a short page (with "next") rather than a slow one
@@ -134,7 +166,7 @@ def scan_page(pattern: str, cursor: int = 0, page_size: int = PAGE_SIZE,
         budget -= count
         if cursor == 0 or len(found) >= page_size or budget <= 0:
             break
-        count = min(count * 2, MAX_SCAN_COUNT, budget)
+        count = max(1, min(count * 2, MAX_SCAN_COUNT, budget))
     return found, int(cursor)
 
 
@@ -219,6 +251,7 @@ def count_matching(pattern: str, limit: int = 10_000, sample: int = 20,
 def unlink_allowed(pattern: str, namespace: Namespace) -> tuple[int, int]:
     """Delete the keys matching ``pattern`` that ``namespace`` allows; returns (deleted, left alone)."""
     conn: Any = get_redis_client().redis
+    unlink = slots.unlink if get_redis_client().cluster else lambda c, keys: int(c.unlink(*keys))
     deleted = skipped = 0
     batch: list[bytes] = []
     for key in conn.scan_iter(match=pattern or "*", count=SCAN_COUNT):
@@ -227,18 +260,24 @@ def unlink_allowed(pattern: str, namespace: Namespace) -> tuple[int, int]:
             continue
         batch.append(key)
         if len(batch) >= 1000:
-            deleted += int(conn.unlink(*batch))
+            deleted += unlink(conn, batch)
             batch = []
     if batch:
-        deleted += int(conn.unlink(*batch))
+        deleted += unlink(conn, batch)
     return deleted, skipped
 
 
 def pubsub_channels() -> tuple[list[tuple[str, int]], int]:
     """Active channels with subscriber counts, and the number of pattern subscriptions."""
-    conn: Any = get_redis_client().redis
-    channels = sorted(_text(c)[0] for c in conn.pubsub_channels())
+    client = get_redis_client()
+    conn: Any = client.redis
+    # On a Cluster each node knows only its own subscribers: ask every node and add up.
+    nodes = [conn.get_redis_connection(n) for n in conn.get_nodes()] if client.cluster else [conn]
     counts: dict[str, int] = {}
-    if channels:
-        counts = {_text(name)[0]: int(n) for name, n in conn.pubsub_numsub(*channels)}
-    return [(c, counts.get(c, 0)) for c in channels], int(conn.pubsub_numpat())
+    patterns = 0
+    for node in nodes:
+        names = [_text(c)[0] for c in node.pubsub_channels()]
+        for name, n in node.pubsub_numsub(*names) if names else ():
+            counts[_text(name)[0]] = counts.get(_text(name)[0], 0) + int(n)
+        patterns += int(node.pubsub_numpat())
+    return sorted(counts.items()), patterns

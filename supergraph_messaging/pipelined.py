@@ -42,8 +42,7 @@ class _Line:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.pid = os.getpid()
-        pool = client.redis.connection_pool
-        self.conn: Any = pool.connection_class(**pool.connection_kwargs)
+        self.conn: Any = client.publishing_connection()
         self.pending: collections.deque[Event] = collections.deque()
         self.lock = threading.Lock()
 

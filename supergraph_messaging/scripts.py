@@ -36,6 +36,18 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
+# KEYS: key, lease   ARGV: value, ttl ms (0: no expiry)  -> a write that cancels any fill in progress
+# (CacheManager.set on a Cluster, where redis-py's asyncio MULTI is unreliable: one script is one step)
+SET = """
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 # KEYS: lease   ARGV: token  -> give the lease back (the fill failed or returned None)
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -4,9 +4,11 @@ dead letters. Read-only; found by a bounded SCAN, so a keyspace of millions cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from .conf import conf
 from .keys import escape_glob
@@ -52,6 +54,9 @@ def _channel(key: str) -> str:
 
 def stream_keys(conn: redis.Redis) -> list[str]:
     match = escape_glob(conf.key_prefix) + "sgm:{*}:stream"
+    if isinstance(conn, RedisCluster):  # every primary, one after the other (SCAN cursors are per node)
+        return sorted(_text(k) for k in islice(conn.scan_iter(match=match, count=1000, _type="stream"),
+                                               STREAM_LIMIT))
     found: list[str] = []
     cursor, walked = 0, 0
     while True:

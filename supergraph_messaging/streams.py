@@ -7,6 +7,12 @@ approximately to ``STREAM_MAXLEN``), remembers the outbox id so that a relay
 killed between "sent" and "marked relayed" cannot publish twice, and
 PUBLISHes the payload with ``"_position": {"offset", "epoch"}`` spliced in.
 Plain Pub/Sub subscribers, in any language, see the same channel as before.
+
+On a Cluster each channel's stream lives on the node of its slot, and a
+PUBLISH made there reaches the other nodes over the cluster bus, one link per
+node: events of two channels could overtake each other. There the script
+returns the message instead, and one connection publishes the batch in
+commit order, so subscribers see the order of the outbox, as on one node.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import os
 from typing import Any
 
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from . import scripts
 from .conf import conf
 from .keys import full_channel
 
 # KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
-# ids kept (0: a fresh id nobody can send twice, nothing to remember)
-# -> {offset, epoch, 1 published | 0 already published, receivers}
+# ids kept (0: a fresh id nobody can send twice, nothing to remember), 1 publish | 0 return the message
+# -> {offset, epoch, 1 appended now | 0 already appended, receivers (or the message to publish)}
 APPEND = """
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -47,6 +55,7 @@ if data == '{}' then
 elseif string.sub(data, -1) == '}' then
   data = string.sub(data, 1, -2) .. ',' .. position .. '}'
 end
+if ARGV[7] == '0' then return {offset, epoch, 1, data} end
 local receivers = redis.call('PUBLISH', ARGV[4], data)
 return {offset, epoch, 1, receivers}
 """
@@ -66,24 +75,35 @@ def new_epoch() -> str:
     return os.urandom(6).hex()
 
 
-def append_args(channel: str, outbox_id: str, data: str,
-                window: int = IDEMPOTENCY_WINDOW) -> tuple[list[str], list[Any]]:
-    return keys(channel), [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(), window]
+def append_args(channel: str, outbox_id: str, data: str, window: int = IDEMPOTENCY_WINDOW,
+                publish: bool = True) -> tuple[list[str], list[Any]]:
+    return keys(channel), [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(), window,
+                           1 if publish else 0]
+
+
+def _clustered(conn: Any) -> bool:
+    return isinstance(conn, RedisCluster | AsyncRedisCluster)
 
 
 def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[int, str, bool]:
     """Append + publish one event; returns (offset, epoch, published now)."""
-    offset, epoch, published, _receivers = scripts.run(conn, APPEND, *append_args(channel, outbox_id, data))
-    return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published)
+    offset, epoch, published, _receivers = append_many(conn, [(channel, outbox_id, data)])[0]
+    return offset, epoch, published
 
 
 def publish(conn: redis.Redis, channel: str, data: str) -> int:
     """A durable publish without an outbox row (a producer without a database): returns receivers."""
-    return int(scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0))[3])
+    cluster = _clustered(conn)
+    reply = scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
+                                                   publish=not cluster))
+    return int(conn.publish(full_channel(channel), reply[3])) if cluster else int(reply[3])
 
 
 async def apublish(conn: Any, channel: str, data: str) -> int:
-    return int((await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0)))[3])
+    cluster = _clustered(conn)
+    reply = await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
+                                                          publish=not cluster))
+    return int(await conn.publish(full_channel(channel), reply[3])) if cluster else int(reply[3])
 
 
 def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
@@ -91,12 +111,14 @@ def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tu
 
     Each result is (offset, epoch, published, receivers); ``published`` is false for an id appended before.
     """
-    calls = [append_args(channel, outbox_id, data) for channel, outbox_id, data in items]
+    cluster = _clustered(conn)
+    calls = [append_args(channel, outbox_id, data, publish=not cluster) for channel, outbox_id, data in items]
 
     def run() -> list[Any]:
         pipe = conn.pipeline(transaction=False)
         for script_keys, args in calls:
-            pipe.evalsha(scripts.sha(APPEND), len(script_keys), *script_keys, *args)
+            # (execute_command: redis-py's cluster pipeline refuses .evalsha(), and routes this by its keys)
+            pipe.execute_command("EVALSHA", scripts.sha(APPEND), len(script_keys), *script_keys, *args)  # type: ignore[no-untyped-call]
         return list(pipe.execute())
 
     try:
@@ -104,8 +126,30 @@ def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tu
     except redis.exceptions.NoScriptError:  # a restarted Redis forgot the script
         conn.script_load(APPEND)
         replies = run()
+    if cluster:
+        replies = _publish_in_order(conn, items, replies)
     out = []
     for offset, epoch, published, receivers in replies:
         out.append((int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published),
                     int(receivers)))
     return out
+
+
+def _publish_in_order(conn: Any, items: list[tuple[str, str, str]], replies: list[Any]) -> list[Any]:
+    """PUBLISH the messages the scripts returned, in order, down one connection (see the module's docstring)."""
+    fresh = [i for i, reply in enumerate(replies) if int(reply[2])]
+    if not fresh:
+        return replies
+    node = conn.get_default_node()
+    pipe = conn.get_redis_connection(node).pipeline(transaction=False)
+    for i in fresh:
+        pipe.publish(full_channel(items[i][0]), replies[i][3])
+    try:
+        counts = pipe.execute()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        conn.replace_default_node()  # the next batch goes through another node
+        raise
+    replies = list(replies)
+    for i, count in zip(fresh, counts, strict=True):
+        replies[i] = [*replies[i][:3], count]
+    return replies

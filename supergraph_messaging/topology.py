@@ -1,11 +1,13 @@
-"""Which Redis a URL names, and redis-py clients for it: one node, or a Sentinel-monitored primary.
+"""Which Redis a URL names, and redis-py clients for it: one node, a Sentinel-monitored primary, or a Cluster.
 
 ``redis+sentinel://[user:password@]host:26379,host2:26379/SERVICE[/db]``
 (``rediss+sentinel://`` for TLS) names the sentinels and the service; the
 clients ask the sentinels for the current primary on every (re)connect, so
 a failover is followed instead of writing to a demoted primary until it
-refuses. Plain ``redis://``, ``rediss://`` and ``unix://`` URLs go to
-redis-py's ``from_url`` unchanged.
+refuses. ``redis+cluster://[user:password@]host:port,host:port``
+(``rediss+cluster://``) names some nodes of a Redis Cluster; redis-py's
+cluster clients discover the rest. Plain ``redis://``, ``rediss://`` and
+``unix://`` URLs go to redis-py's ``from_url`` unchanged.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
+from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from .exceptions import MessagingError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 _NETLOC_CREDENTIALS = re.compile(r"^(?P<user>[^:@]*)(?::(?P<password>[^@]*))?@")
 
@@ -39,29 +45,54 @@ class SentinelTarget:
     ssl: bool
 
 
-def parse_sentinel(url: str) -> SentinelTarget:
-    """The parts of a ``redis+sentinel://`` URL, or a :class:`MessagingError` naming what is wrong."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
+@dataclass(frozen=True)
+class ClusterTarget:
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    ssl: bool
+
+
+def _hosts(url: str, kind: str) -> tuple[tuple[tuple[str, int], ...], str | None, str | None]:
+    """(host:port list, username, password) of a multi-host URL."""
+    netloc = urlsplit(url).netloc
     username = password = None
     match = _NETLOC_CREDENTIALS.match(netloc)
     if match:
         username = unquote(match["user"]) or None
         password = unquote(match["password"]) if match["password"] is not None else None
         netloc = netloc[match.end():]
-    sentinels = []
+    hosts = []
     for node in filter(None, netloc.split(",")):
         host, _, port = node.rpartition(":")
         if not host or not port.isdigit():
-            raise MessagingError(f"Sentinel URL {mask(url)}: {node!r} is not host:port.")
-        sentinels.append((host.strip("[]"), int(port)))
-    if not sentinels:
-        raise MessagingError(f"Sentinel URL {mask(url)} names no sentinel (host:port,host:port).")
+            raise MessagingError(f"{kind} URL {mask(url)}: {node!r} is not host:port.")
+        hosts.append((host.strip("[]"), int(port)))
+    if not hosts:
+        raise MessagingError(f"{kind} URL {mask(url)} names no {kind.lower()} (host:port,host:port).")
+    return tuple(hosts), username, password
+
+
+def parse_sentinel(url: str) -> SentinelTarget:
+    """The parts of a ``redis+sentinel://`` URL, or a :class:`MessagingError` naming what is wrong."""
+    sentinels, username, password = _hosts(url, "Sentinel")
+    parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise MessagingError(f"Sentinel URL {mask(url)} must end in /SERVICE_NAME or /SERVICE_NAME/db.")
-    return SentinelTarget(tuple(sentinels), unquote(path[0]), int(path[1]) if len(path) == 2 else 0,
+    return SentinelTarget(sentinels, unquote(path[0]), int(path[1]) if len(path) == 2 else 0,
                           username, password, parts.scheme == "rediss+sentinel")
+
+
+def parse_cluster(url: str) -> ClusterTarget:
+    """The parts of a ``redis+cluster://`` URL; a database number is an error (a Cluster has only db 0)."""
+    nodes, username, password = _hosts(url, "Cluster")
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    if path not in ("", "0"):
+        raise MessagingError(f"Cluster URL {mask(url)} names database {path!r}: a Redis Cluster has only "
+                             "database 0; remove the path.")
+    return ClusterTarget(nodes, username, password, parts.scheme == "rediss+cluster")
 
 
 def mask(url: str) -> str:
@@ -78,6 +109,18 @@ def mask(url: str) -> str:
 
 def is_sentinel(url: str) -> bool:
     return url.split("://", 1)[0] in SENTINEL_SCHEMES
+
+
+def is_cluster(url: str) -> bool:
+    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def parse(url: str) -> None:
+    """Raise a :class:`MessagingError` naming what is wrong with a Sentinel or Cluster URL."""
+    if is_sentinel(url):
+        parse_sentinel(url)
+    elif is_cluster(url):
+        parse_cluster(url)
 
 
 def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -166,6 +209,8 @@ def pin_primary(client: Any, address: tuple[str, int], until: float) -> None:
 
 
 def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any, connection_class: Any) -> Any:
+    if is_cluster(url):
+        return _cluster_client(url, kwargs, asynchronous=from_url == aioredis.Redis.from_url)
     if not is_sentinel(url):
         return from_url(url, **kwargs)
     target = parse_sentinel(url)
@@ -186,3 +231,140 @@ def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
                                      AsyncFollowingConnection)
     return client
 
+
+
+def _auth(target: ClusterTarget) -> dict[str, Any]:
+    auth = {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
+    return {**auth, "ssl": True} if target.ssl else auth
+
+
+class ClusterUnreachable(redis.exceptions.ConnectionError):
+    """No node of the Cluster answers (redis-py says so with a bare ``RedisClusterException``)."""
+
+
+def _unreachable(exc: redis.exceptions.RedisClusterException) -> BaseException:
+    """A ``ConnectionError`` for "no node answers"; the exception itself otherwise (a bug to see)."""
+    if isinstance(exc.__cause__, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+        return ClusterUnreachable(str(exc))
+    return exc
+
+
+class Cluster(RedisCluster):
+    """redis-py's cluster client, saying "unreachable" as a ``ConnectionError`` so fail-open sees it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+class AsyncCluster(AsyncRedisCluster):
+    """:class:`Cluster` for asyncio."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> AsyncCluster:
+        try:
+            await super().initialize(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+def _cluster_client(url: str, kwargs: dict[str, Any], asynchronous: bool) -> Any:
+    """redis-py's cluster client; its ``retry`` is the count of cluster-level retries (with a fresh slot map)."""
+    target = parse_cluster(url)
+    node_class: Any = AsyncClusterNode if asynchronous else ClusterNode
+    cluster_class: Any = AsyncCluster if asynchronous else Cluster
+    return cluster_class(startup_nodes=[node_class(host, port) for host, port in target.nodes],
+                         require_full_coverage=False, **kwargs, **_auth(target))
+
+
+class _NodeRing:
+    """The nodes of a Cluster URL, tried in turn from the last one that answered."""
+
+    def __init__(self, nodes: tuple[tuple[str, int], ...]) -> None:
+        self.nodes = nodes
+        self.start = 0
+
+    def order(self) -> list[tuple[int, tuple[str, int]]]:
+        n = len(self.nodes)
+        return [((self.start + i) % n, self.nodes[(self.start + i) % n]) for i in range(n)]
+
+
+class AnyNodeConnection(redis.Connection):
+    """A connection to the first node of a Cluster that answers, for ``PUBLISH`` and ``SUBSCRIBE``.
+
+    Pub/Sub needs one live node, not the slot map: a ``PUBLISH`` on any node
+    reaches the subscribers on every node. Reconnecting after its node died
+    tries the others, so a killed primary costs one reconnect.
+    """
+
+    def __init__(self, ring: _NodeRing, **kwargs: Any) -> None:
+        super().__init__(host=ring.nodes[0][0], port=ring.nodes[0][1], **kwargs)  # type: ignore[no-untyped-call]
+        self.ring = ring
+
+    def _connect(self) -> Any:
+        last: BaseException = OSError("no node")
+        for index, address in self.ring.order():
+            self.host, self.port = address
+            try:
+                sock = super()._connect()  # type: ignore[no-untyped-call]
+            except OSError as exc:
+                last = exc
+                continue
+            self.ring.start = index
+            return sock
+        raise last
+
+
+class AsyncAnyNodeConnection(aioredis.Connection):
+    """:class:`AnyNodeConnection` for asyncio clients."""
+
+    def __init__(self, ring: _NodeRing, **kwargs: Any) -> None:
+        super().__init__(host=ring.nodes[0][0], port=ring.nodes[0][1], **kwargs)
+        self.ring = ring
+
+    async def _connect(self) -> None:
+        last: BaseException = OSError("no node")
+        for index, address in self.ring.order():
+            self.host, self.port = address
+            try:
+                await super()._connect()  # type: ignore[no-untyped-call]
+            except OSError as exc:
+                last = exc
+                continue
+            self.ring.start = index
+            return
+        raise last
+
+
+def any_node_connection(url: str, **kwargs: Any) -> AnyNodeConnection:
+    """One connection (not a client) to any live node of the Cluster ``url`` names."""
+    target = parse_cluster(url)
+    if target.ssl:
+        raise MessagingError(f"{mask(url)}: Pub/Sub over TLS to a Cluster is not supported yet.")
+    auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
+    return AnyNodeConnection(_NodeRing(target.nodes), **kwargs, **auth)
+
+
+def any_node_async_client(url: str, **kwargs: Any) -> aioredis.Redis:
+    """An asyncio client whose connections go to any live node of the Cluster ``url`` names (Pub/Sub)."""
+    target = parse_cluster(url)
+    if target.ssl:
+        raise MessagingError(f"{mask(url)}: Pub/Sub over TLS to a Cluster is not supported yet.")
+    auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
+    pool = aioredis.ConnectionPool(connection_class=AsyncAnyNodeConnection, ring=_NodeRing(target.nodes),
+                                   **kwargs, **auth)
+    return aioredis.Redis(connection_pool=pool)

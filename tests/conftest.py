@@ -34,6 +34,66 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("delivery")
         modes = marker.args if marker else ("pubsub", "durable")
         metafunc.parametrize("delivery", modes, indirect=True)
+    if "topology" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("topology")
+        kinds = marker.args if marker else TOPOLOGIES
+        metafunc.parametrize("topology", kinds, indirect=True)
+
+
+#: Where the suites that use the ``topology`` fixture run: one node, Sentinel and Cluster.
+TOPOLOGIES = ("single", "sentinel", "cluster")
+_setups: dict[str, Any] = {}
+
+
+def topology_setup(kind: str) -> Any:
+    """The session's Sentinel or Cluster, started on first use (about 2 s each)."""
+    from tests.topologies import ClusterSetup, SentinelSetup
+
+    setup = _setups.get(kind)
+    if setup is None:
+        setup = _setups[kind] = SentinelSetup() if kind == "sentinel" else ClusterSetup()
+    return setup
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for setup in _setups.values():
+        setup.close()
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The Redis topology under test. Sentinel and Cluster: the app's URL is pointed at the session's
+    (as ``init_redis`` does, so a test's own ``override_settings`` keeps it), and workers get it too."""
+    from supergraph_messaging import connection
+
+    kind: str = request.param
+    if kind == "single":
+        yield kind
+        return
+    setup = topology_setup(kind)
+    setup.flush()
+    connection._set_override(setup.url())
+    try:
+        yield kind
+    finally:
+        connection._override_url = None
+        reset_clients()
+
+
+@pytest.fixture
+def redis_conn(request: pytest.FixtureRequest, redis_server: Any) -> Iterator[Any]:
+    """A client to the Redis under test (the session server, or the topology's primary or cluster), flushed."""
+    callspec = getattr(request.node, "callspec", None)
+    kind = callspec.params.get("topology", "single") if callspec is not None else "single"
+    if kind == "single":
+        conn = redis_server.client()
+        conn.flushdb()
+    else:
+        setup = topology_setup(kind)
+        setup.flush()
+        conn = setup.client()
+    yield conn
+    conn.close()
 
 
 @pytest.fixture
@@ -100,6 +160,14 @@ class RelayThread:
         self._thread.join(10)
 
 
+def lease(key: str) -> str:
+    """The lease key of ``key`` on the Redis under test (a Cluster tags it into the key's slot)."""
+    from supergraph_messaging.connection import get_redis_client
+    from supergraph_messaging.keys import lease_key
+
+    return lease_key(key, get_redis_client().cluster)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> object:
     deadline = time.monotonic() + timeout
     while True:
@@ -119,6 +187,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["SGM_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    from supergraph_messaging import connection
+
+    if connection._override_url:  # the topology under test
+        env["SGM_REDIS_URL"] = connection._override_url
     env.update(extra)
     return env
 

@@ -97,6 +97,8 @@ SUPERGRAPH_MESSAGING = {
     "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
     "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),
 }
+if os.environ.get("SGM_REDIS_URL"):  # a worker subprocess of a test on Sentinel or Cluster (tests/conftest.py)
+    SUPERGRAPH_MESSAGING["REDIS_URL"] = os.environ["SGM_REDIS_URL"]
 
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -12,7 +12,7 @@ from django.test import Client, override_settings
 from tests.conftest import EventCollector
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("topology")]
 
 BASE = "/admin/supergraph_messaging/cachekey/"
 
@@ -138,7 +138,8 @@ def test_script_in_key_and_value_is_escaped(redis_conn: Any) -> None:
         assert "&lt;script&gt;alert(&#x27;k&#x27;)&lt;/script&gt;" in html
 
 
-def test_scan_paging_covers_every_key_once(redis_conn: Any) -> None:
+def test_scan_paging_covers_every_key_once(redis_conn: Any, topology: str) -> None:
+    """On a Cluster the pages walk every primary, and the cursor names the node it continues on."""
     redis_conn.mset({f"page:{i}": i for i in range(5000)})
     c = client_for(user("viewer", "view_cachekey"))
     seen: list[str] = []
@@ -150,6 +151,8 @@ def test_scan_paging_covers_every_key_once(redis_conn: Any) -> None:
         rows = r.context["rows"]
         seen.extend(row.key for row in rows)
         url = BASE + r.context["next_url"] if r.context["next_url"] else ""
+        if url and topology == "cluster":
+            assert re.search(r"cursor=127\.0\.0\.1%3A\d+%2F\d+", url), url
     assert pages > 1
     assert sorted(set(seen)) == sorted(f"page:{i}" for i in range(5000))
 
@@ -166,6 +169,7 @@ def test_channels_and_templates_pages(redis_conn: Any) -> None:
     assert "camera:mac:{mac_address}" in html and "camera.updated" in html
 
 
+@pytest.mark.topology("single")  # its own Redis, stopped
 def test_redis_down_shows_an_error_not_a_500(own_redis: RedisServer) -> None:
     c = client_for(user("viewer", "view_cachekey"))
     with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):

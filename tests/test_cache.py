@@ -8,7 +8,10 @@ import pytest
 from django.test import override_settings
 
 from supergraph_messaging import CacheManager, RedisUnavailable
+from tests.conftest import lease
 from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.usefixtures("topology")
 
 
 def test_set_get_json_with_prefix(redis_conn: Any) -> None:
@@ -45,18 +48,18 @@ def test_invalidate_and_pattern(redis_conn: Any) -> None:
     for i in range(10):
         cache.set(f"{i}", i)
     redis_conn.set("userx", "keep")
-    redis_conn.set("user:1~lease", "token")
+    redis_conn.set(lease("user:1"), "token")
     assert cache.invalidate("1", "2", "nope") == 2
-    assert redis_conn.get("user:1~lease") is None
+    assert redis_conn.get(lease("user:1")) is None
     assert cache.keys() == ["0", *[str(i) for i in range(3, 10)]]
     assert cache.invalidate_pattern("*") == 8
     assert redis_conn.get("userx") == b"keep"
 
 
 def test_set_cancels_a_fill_in_progress(redis_conn: Any) -> None:
-    redis_conn.set("k~lease", "someone")
+    redis_conn.set(lease("k"), "someone")
     CacheManager().set("k", 1)
-    assert redis_conn.get("k~lease") is None
+    assert redis_conn.get(lease("k")) is None
 
 
 async def test_async_twins(redis_conn: Any) -> None:
@@ -70,6 +73,7 @@ async def test_async_twins(redis_conn: Any) -> None:
     assert await cache.aget("y") is None
 
 
+@pytest.mark.topology("single")
 def test_unreachable_redis_raises_clear_error() -> None:
     server = RedisServer()
     with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": server.url}), pytest.raises(
@@ -87,6 +91,7 @@ def test_invalidate_pattern_escapes_prefix(redis_conn: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.topology("single")
 def test_invalidate_pattern_over_a_million_keys(own_redis: RedisServer) -> None:
     conn = own_redis.client()
     for batch in range(100):

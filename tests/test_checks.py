@@ -113,7 +113,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "the name of a cache in CACHES": [3, None, ["default"]],
     "a number of seconds >= 0, or None (never ping)": [-1, "ten", True, float("nan")],
     "a number of seconds >= 0 (0 or None: only on subscribe)": [-1, "ten", True, float("inf")],
-    "a redis://, rediss://, unix:// or redis+sentinel:// URL, or None": [3, "", ["redis://x"]],
+    "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL, or None": [3, "", ["redis://x"]],
     "a dotted path to callable(token) -> user or None, or None": [3, "", ["a.b"]],
     "None or a list of origins like 'https://app.example.com:8443'": [
         "https://a.example", ["a.example"], ["https://*.example"], ["https://a.example/path"], ["ws://a:1"],

@@ -14,7 +14,7 @@ from supergraph_messaging import aredis_publish
 from supergraph_messaging.hub import get_hub
 from tests.asgi import application
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery", "topology")]
 ORIGIN = (b"origin", b"http://testserver")
 
 
@@ -261,6 +261,7 @@ async def test_client_not_answering_pings_is_closed_4008(hub: None) -> None:
         assert await closed_with(comm) == 4008
 
 
+@pytest.mark.topology("single")  # it stops or restarts the session's Redis
 async def test_gap_after_redis_reconnect(hub: None, redis_server: Any) -> None:
     comm = await connect()
     await subscribe(comm, "1", "CameraEvents", filters={"camera_id": 1})
@@ -295,6 +296,7 @@ async def test_hub_refcounts_channels(hub: None, redis_conn: Any) -> None:
     await b.disconnect()
 
 
+@pytest.mark.topology("single")  # it stops or restarts the session's Redis
 async def test_subscribe_without_redis_is_an_error_not_a_crash(own_redis: Any) -> None:
     with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):
         own_redis.stop()
@@ -388,7 +390,8 @@ async def test_exact_allowed_origins(hub: None, origin: bytes | None, allowed: b
         await comm.disconnect()
 
 
-@pytest.mark.delivery("pubsub")  # once per process: nothing to do with delivery
+@pytest.mark.delivery("pubsub")  # once per process: nothing to do with delivery or topology
+@pytest.mark.topology("single")
 async def test_a_refused_origin_is_logged_once_with_a_hint(hub: None, caplog: Any) -> None:
     for _ in range(3):
         comm = WebsocketCommunicator(application, "/subscribe", headers=[(b"origin", b"http://nope.example")])

@@ -8,6 +8,9 @@ import pytest
 
 from supergraph_messaging import CacheKeyError, CacheManager, redis_cache
 from supergraph_messaging import stats as _stats  # noqa: F401
+from tests.conftest import lease
+
+pytestmark = pytest.mark.usefixtures("topology")
 
 
 def test_interop_with_cache_manager(redis_conn: Any) -> None:
@@ -50,7 +53,7 @@ def test_none_not_cached_unless_asked(redis_conn: Any) -> None:
         calls.append(n)
 
     f(1), f(1)
-    assert calls == [1, 1] and not redis_conn.exists("none:1", "none:1~lease")
+    assert calls == [1, 1] and not redis_conn.exists("none:1", lease("none:1"))
     calls.clear()
     g(1), g(1)
     assert calls == [1] and redis_conn.get("none2:1") == b"null"
@@ -142,7 +145,7 @@ def test_not_json_serialisable_result_is_a_clear_type_error(redis_conn: Any) -> 
 
     with pytest.raises(TypeError, match=r"bad:\{x\}.*cannot be cached as JSON"):
         f(1)
-    assert not redis_conn.exists("bad:1", "bad:1~lease")
+    assert not redis_conn.exists("bad:1", lease("bad:1"))
 
 
 def test_exception_releases_the_lease(redis_conn: Any) -> None:
@@ -152,7 +155,7 @@ def test_exception_releases_the_lease(redis_conn: Any) -> None:
 
     with pytest.raises(ValueError):
         f(1)
-    assert not redis_conn.exists("exc:1~lease")
+    assert not redis_conn.exists(lease("exc:1"))
 
 
 def test_stats_are_counted_in_process(redis_conn: Any) -> None:

@@ -12,7 +12,7 @@ from tests.conftest import EventCollector
 from tests.testapp.models import Camera, CameraModel
 from tests.testapp.views import CAMERA_EVENTS
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery", "topology")]
 
 
 @pytest.fixture
@@ -77,6 +77,7 @@ def test_registering_again_replaces_instead_of_piling_up(model_events: ModelEven
     assert len(registry) == count
 
 
+@pytest.mark.topology("single")  # it stops, freezes or restarts the session's Redis
 def test_unconfirmed_events_are_bounded_dropped_and_counted_without_blocking(own_redis: Any, caplog: Any) -> None:
     """Redis frozen: nothing confirms the events sent, the bound fills, and publishing still never waits."""
     import signal
@@ -117,6 +118,7 @@ def test_unconfirmed_events_are_bounded_dropped_and_counted_without_blocking(own
     assert "Dropped event e49 on 'frozen.events'" in caplog.text
 
 
+@pytest.mark.topology("single")  # it stops, freezes or restarts the session's Redis
 def test_first_event_after_a_redis_restart_is_published(own_redis: Any) -> None:
     from django.test import override_settings
 
@@ -138,6 +140,7 @@ def test_first_event_after_a_redis_restart_is_published(own_redis: Any) -> None:
             own_redis.restart()
 
 
+@pytest.mark.topology("single")  # it stops, freezes or restarts the session's Redis
 def test_event_publishing_goes_through_the_breaker(own_redis: Any, caplog: Any) -> None:
     from django.test import override_settings
 

@@ -25,7 +25,7 @@ def test_keys_for_payloads() -> None:
 
 
 @pytest.fixture
-def worker(redis_conn: Any, delivery: str) -> Iterator[Any]:
+def worker(redis_conn: Any, delivery: str, topology: str) -> Iterator[Any]:
     """messaging_listen in the delivery mode under test (durable: consumer groups, ready once its relay
     listens for nudges)."""
     proc = manage("messaging_listen", SGM_DELIVERY=delivery)
@@ -48,7 +48,7 @@ def _gone(conn: Any, *keys: str, timeout: float = 5.0) -> None:
             raise AssertionError(f"{keys} still present")
 
 
-def test_update_event_deletes_key_with_latency(redis_conn: Any, worker: Any) -> None:
+def test_update_event_deletes_key_with_latency(redis_conn: Any, worker: Any, topology: str) -> None:
     latencies = []
     for i in range(300):
         key = f"camera:mac:M{i}"
@@ -60,7 +60,9 @@ def test_update_event_deletes_key_with_latency(redis_conn: Any, worker: Any) -> 
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
     print(f"\npublish -> key deleted through messaging_listen: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    assert p99 <= 20
+    # On a Cluster a message crosses the cluster bus and the delete goes through redis-py's asyncio cluster
+    # pipeline: p50 0.4-0.8 ms alone, but p99 reached 42-46 ms in full-suite runs (six redis-servers, 2 cores).
+    assert p99 <= (60 if topology == "cluster" else 20)
 
 
 def test_changed_mac_removes_old_key(redis_conn: Any, worker: Any) -> None:
@@ -92,6 +94,7 @@ def test_glob_characters_never_delete_other_keys(redis_conn: Any, worker: Any) -
         assert redis_conn.exists(*keep) == len(keep), value
 
 
+@pytest.mark.topology("single")
 def test_no_invalidation_is_lost_after_a_redis_restart(redis_server: Any, redis_conn: Any, worker: Any,
                                                        delivery: str) -> None:
     """Kill + restart Redis three times; the first invalidation after each must still delete its key."""
@@ -136,7 +139,7 @@ def test_missing_placeholder_can_be_skipped() -> None:
     assert keys_for(template, {"tenant_id": 1, "user_id": 5}, "skip") == ({"tenant:1:user:5"}, set())
 
 
-def test_the_reader_key_is_what_the_event_deletes(redis_conn: Any) -> None:
+def test_the_reader_key_is_what_the_event_deletes(redis_conn: Any, topology: str) -> None:
     """For each argument type a reader may pass, the event carrying the same value deletes its key."""
     from supergraph_messaging import redis_cache
 

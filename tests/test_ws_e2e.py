@@ -56,10 +56,23 @@ class Daphne:
 
 
 @pytest.fixture
-def daphne(redis_server: RedisServer) -> Iterator[Daphne]:
+def daphne(redis_server: RedisServer, topology: str) -> Iterator[Daphne]:
+    """daphne on the Redis under test (Sentinel and Cluster: the URL reaches it through subprocess_env)."""
     server = Daphne(redis_server.port)
     yield server
     server.stop()
+
+
+def publishing_port(topology: str, redis_server: RedisServer) -> int:
+    """A node a plain client may PUBLISH to: the server, the primary, or one node of the cluster."""
+    if topology == "single":
+        return redis_server.port
+    from tests.conftest import topology_setup
+
+    with topology_setup(topology).client() as conn:
+        if topology == "cluster":
+            return int(conn.get_default_node().port)
+        return int(conn.connection_pool.connection_kwargs["port"])
 
 
 def publish_in_other_process(port: int, channel: str, events: list[dict[str, Any]], pace: float = 0.0) -> None:
@@ -93,14 +106,15 @@ async def collect(ws: Any, count: int, timeout: float = 10) -> list[dict[str, An
     return out
 
 
-async def test_filtered_subscriptions_end_to_end(daphne: Daphne, redis_server: RedisServer) -> None:
+async def test_filtered_subscriptions_end_to_end(daphne: Daphne, redis_server: RedisServer, topology: str) -> None:
     async with daphne.connect() as a, daphne.connect() as b:
         await handshake(a, [("x", "CameraEvents", {"camera_id__in": [1, 2]}),
                             ("y", "CameraEvents", {"complex_id": 9})])
         await handshake(b, [("lite", "CameraEventsLite", {"event_type": "tamper"})])
         events = [{"n": n, "camera_id": n % 4, "complex_id": 9 if n % 5 == 0 else 1,
                    "event_type": "tamper" if n % 3 == 0 else "motion"} for n in range(200)]
-        await asyncio.to_thread(publish_in_other_process, redis_server.port, "camera.events", events)
+        port = publishing_port(topology, redis_server)
+        await asyncio.to_thread(publish_in_other_process, port, "camera.events", events)
         want_x = [e["n"] for e in events if e["camera_id"] in (1, 2)]
         want_y = [e["n"] for e in events if e["complex_id"] == 9]
         want_lite = [e["n"] for e in events if e["event_type"] == "tamper"]
