@@ -108,10 +108,11 @@ def test_kill_a_primary_the_app_works_again_within_5_s_of_the_takeover() -> None
     lost_writes = [n for n in acked_writes if n not in manager_keys]
     lost_published = [n for n, _t in published if n not in received]
     after = [n for n, t in published if t > took_over_at + 5]
+    refused = ", ".join(f"{kind} {sum(not ok for _t, ok in v)}" for kind, v in results.items())
     print(f"\nkill -9 of a primary: takeover {took_over_at - killed_at:.1f} s after the kill; resumed after the "
           f"takeover: writes {resumed('write'):.2f} s, fills/hits {resumed('fill'):.2f} s, publishes "
           f"{resumed('publish'):.2f} s; refused in the window (RedisUnavailable, fail-open): "
-          f"{', '.join(f'{k} {sum(not ok for _t, ok in v)}' for k, v in results.items())}; lost: {len(lost_writes)} of {len(acked_writes)} acknowledged writes "
+          f"{refused}; lost: {len(lost_writes)} of {len(acked_writes)} acknowledged writes "
           f"(acknowledged by the dead primary, not yet replicated), {len(lost_published)} of {len(published)} "
           f"publishes (sent while the subscriber reconnected); subscriber reconnects: {len(reconnects)}")
     for kind in results:
