@@ -329,6 +329,10 @@ class AnyNodeConnection(redis.Connection):
         raise last
 
 
+class AnyNodeSSLConnection(AnyNodeConnection, redis.SSLConnection):
+    """:class:`AnyNodeConnection` over TLS (``rediss+cluster://``)."""
+
+
 class AsyncAnyNodeConnection(aioredis.Connection):
     """:class:`AnyNodeConnection` for asyncio clients."""
 
@@ -350,21 +354,23 @@ class AsyncAnyNodeConnection(aioredis.Connection):
         raise last
 
 
+class AsyncAnyNodeSSLConnection(AsyncAnyNodeConnection, aioredis.SSLConnection):
+    """:class:`AsyncAnyNodeConnection` over TLS."""
+
+
 def any_node_connection(url: str, **kwargs: Any) -> AnyNodeConnection:
     """One connection (not a client) to any live node of the Cluster ``url`` names."""
     target = parse_cluster(url)
-    if target.ssl:
-        raise MessagingError(f"{mask(url)}: Pub/Sub over TLS to a Cluster is not supported yet.")
     auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
-    return AnyNodeConnection(_NodeRing(target.nodes), **kwargs, **auth)
+    connection_class = AnyNodeSSLConnection if target.ssl else AnyNodeConnection
+    return connection_class(_NodeRing(target.nodes), **kwargs, **auth)
 
 
 def any_node_async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     """An asyncio client whose connections go to any live node of the Cluster ``url`` names (Pub/Sub)."""
     target = parse_cluster(url)
-    if target.ssl:
-        raise MessagingError(f"{mask(url)}: Pub/Sub over TLS to a Cluster is not supported yet.")
     auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
-    pool = aioredis.ConnectionPool(connection_class=AsyncAnyNodeConnection, ring=_NodeRing(target.nodes),
+    connection_class = AsyncAnyNodeSSLConnection if target.ssl else AsyncAnyNodeConnection
+    pool = aioredis.ConnectionPool(connection_class=connection_class, ring=_NodeRing(target.nodes),
                                    **kwargs, **auth)
     return aioredis.Redis(connection_pool=pool)

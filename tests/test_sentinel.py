@@ -123,7 +123,7 @@ class SwitchSeen:
 
 
 @pytest.mark.slow
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fault", [
     # Was 1 run in ~8 losing every later write (a connection reconnecting through a lagging sentinel
     # just before the pin); 0 in 24 runs since connections check the pin once connected. Not strict
@@ -133,14 +133,17 @@ class SwitchSeen:
 ])
 def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primary(fault: str) -> None:
     """A failover during a stream of writes: every write acknowledged after +switch-master is on the new
-    primary at the end, writes resume within 5 s of it, and the subscriber reconnects (its `reconnected`)
-    and receives what is published after."""
+    primary at the end, writes resume within 5 s of it, the subscriber reconnects (its `reconnected`)
+    and receives what is published after, and a WebSocket client is told `gap`, then served again."""
     import threading
     import time
 
     import redis as redis_lib
 
+    from supergraph_messaging.hub import get_hub
     from supergraph_messaging.signals import reconnected
+    from tests.test_consumers import connect as ws_connect
+    from tests.test_consumers import subscribe as ws_subscribe
 
     setup = SentinelSetup()
     acked: list[tuple[int, float, float]] = []  # (n, sent at, acknowledged at)
@@ -172,6 +175,12 @@ def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primar
             sub.on("failover.events")(received.append)
             subscriber_loop.run_until_complete(sub.start())
             threading.Thread(target=subscriber_loop.run_forever, daemon=True).start()
+
+            def on_loop(coro: Any) -> Any:
+                return asyncio.run_coroutine_threadsafe(coro, subscriber_loop).result(20)
+
+            comm = on_loop(ws_connect())
+            on_loop(ws_subscribe(comm, "ws", "CameraEvents"))
             reconnected.connect(on_reconnect)
             seen = SwitchSeen(setup)
             writer = threading.Thread(target=write)
@@ -190,6 +199,20 @@ def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primar
             deadline = time.monotonic() + 5
             while not received and time.monotonic() < deadline:
                 time.sleep(0.05)
+            get_redis_client().publish("camera.events", {"camera_id": 7})
+
+            async def ws_frames() -> list[dict[str, Any]]:
+                frames = [await comm.receive_json_from(timeout=5)]
+                while frames[-1]["type"] != "next":
+                    frames.append(await comm.receive_json_from(timeout=5))
+                return frames
+
+            async def close_ws() -> None:
+                await comm.disconnect()
+                await get_hub().close()
+
+            frames = on_loop(ws_frames())
+            on_loop(close_ws())
             stop.set()
             writer.join(10)
             asyncio.run_coroutine_threadsafe(sub.stop(), subscriber_loop).result(10)
@@ -221,6 +244,8 @@ def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primar
     assert first_after is not None and first_after - seen.at < 5
     assert any(at >= seen.at - 1 for at in reconnects)
     assert published_after == 1 and received == [{"after": True}]
+    assert {"id": "ws", "type": "gap", "payload": {"reason": "reconnected"}} in frames
+    assert frames[-1]["payload"]["data"]["camera_id"] == 7
 
 
 def test_a_watcher_stops_once_its_clients_are_gone(sentinel: SentinelSetup) -> None:

@@ -20,6 +20,15 @@ from tests.redis_server import RedisServer, free_port, redis_server_binary
 SERVICE = "sgmprimary"
 
 
+def server_version() -> tuple[int, ...]:
+    """The version of the redis-server the tests start (``redis-server --version``: "... v=7.0.15 ...")."""
+    out = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return tuple(int(p) for p in word[2:].split(".") if p.isdigit())
+    return (0,)
+
+
 class SentinelSetup:
     def __init__(self, sentinels: int = 3) -> None:
         # No 5 s wait before a full sync (Redis 7's diskless default), for either side of a failover.
