@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,6 +74,25 @@ def setup_test_project(server: RedisServer, database: str = "sqlite") -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+BATCH = 500
+
+
+def per_op_us(fn: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], n: int, batch: int = BATCH) -> dict[str, float]:
+    """Median per-op time of each variant over alternating batches (cancels machine drift)."""
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(n // batch):
+        for name, fn in variants.items():
+            samples[name].append(per_op_us(fn, batch))
+    return {k: median(v) for k, v in samples.items()}
 
 
 def plain_key(key: str, key_prefix: str, version: int) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _common import median, runs_arg, setup_django, start_redis
+from _common import BATCH, interleaved, median, runs_arg, setup_django, start_redis
 
 HITS = 20_000
 MISSES = 5_000
@@ -24,23 +24,6 @@ VALUE = {"id": 1, "mac_address": "AA:BB:CC:DD:EE:FF", "model": "Hikvision DS-2CD
          "settings": {"fps": 25, "res": [1920, 1080]}}
 
 
-BATCH = 500
-
-
-def per_op_us(fn: Callable[[], Any], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], n: int) -> dict[str, float]:
-    """Median per-op time of each variant over alternating batches (cancels machine drift)."""
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(n // BATCH):
-        for name, fn in variants.items():
-            samples[name].append(per_op_us(fn, BATCH))
-    return {k: median(v) for k, v in samples.items()}
 
 
 async def ainterleaved(variants: dict[str, Callable[[], Awaitable[Any]]], n: int) -> dict[str, float]:

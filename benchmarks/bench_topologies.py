@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-from _common import median, option, runs_arg, setup_django, start_redis
+from _common import interleaved, median, option, runs_arg, setup_django, start_redis
 
+BATCH = 250
 HITS = 20_000
 MISSES = 4_000
 PUBLISHES = 10_000
 VALUE = {"id": 1, "mac_address": "AA:BB:CC:DD:EE:FF", "settings": {"fps": 25, "res": [1920, 1080]}}
-
-
-def per_op_us(fn: Callable[[], Any], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
-
-
-BATCH = 250
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], n: int) -> dict[str, float]:
-    """Median per-op time of each variant over alternating batches (cancels the machine's drift)."""
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(n // BATCH):
-        for name, fn in variants.items():
-            samples[name].append(per_op_us(fn, BATCH))
-    return {k: median(v) for k, v in samples.items()}
 
 
 def load(raw: Any, total: int, matching: int) -> None:
@@ -82,7 +63,8 @@ def measure(name: str, url: str, raw: Any, total: int, matching: int) -> dict[st
     item(1)
     # The raw client reads the very key the decorator reads: on a cluster another key would be another
     # node, another redis-server process, and measure that process instead.
-    out = interleaved({"hit raw": lambda: json.loads(raw.get("bench:item:1")), "hit ours": lambda: item(1)}, HITS)
+    out = interleaved({"hit raw": lambda: json.loads(raw.get("bench:item:1")), "hit ours": lambda: item(1)}, HITS,
+                      BATCH)
     counter = iter(range(10**9))
 
     def raw_miss() -> None:
@@ -90,10 +72,10 @@ def measure(name: str, url: str, raw: Any, total: int, matching: int) -> dict[st
         if raw.get(key) is None:
             raw.set(key, json.dumps(VALUE), ex=600)
 
-    out |= interleaved({"miss+fill raw": raw_miss, "miss+fill ours": lambda: item(next(counter))}, MISSES)
+    out |= interleaved({"miss+fill raw": raw_miss, "miss+fill ours": lambda: item(next(counter))}, MISSES, BATCH)
     payload = {"id": 1, "name": "x"}
     out |= interleaved({"publish raw": lambda: raw.publish("bench.events", json.dumps(payload)),
-                        "publish ours": lambda: redis_publish("bench.events", payload)}, PUBLISHES)
+                        "publish ours": lambda: redis_publish("bench.events", payload)}, PUBLISHES, BATCH)
 
     manager = CacheManager()
     load(raw, total, matching)

@@ -15,12 +15,11 @@ from .conf import conf
 from .connection import RedisClient, get_redis_client
 from .keys import escape_glob, full_key, is_lease, lease_key
 from .serialization import UNDECODABLE, decode_or_undecodable, dumps
+from .slots import SCAN_COUNT, UNLINK_BATCH
 
 logger = logging.getLogger("supergraph_messaging.cache")
 _reported_undecodable: list[str] = []  # the first key only: one warning per process
 
-SCAN_COUNT: Final = 10_000
-UNLINK_BATCH: Final = 1_000
 
 
 class _Default:
@@ -199,13 +198,4 @@ class CacheManager:
 
 def unlink_matching(conn: Any, match: str) -> int:
     """``UNLINK`` every raw key matching the glob ``match``, in batches; returns the count."""
-    deleted = 0
-    batch: list[bytes] = []
-    for key in conn.scan_iter(match=match, count=SCAN_COUNT):
-        batch.append(key)
-        if len(batch) >= UNLINK_BATCH:
-            deleted += int(conn.unlink(*batch))
-            batch = []
-    if batch:
-        deleted += int(conn.unlink(*batch))
-    return deleted
+    return slots.unlink_scanned(conn, match, lambda batch: int(conn.unlink(*batch)))

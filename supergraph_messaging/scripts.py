@@ -24,29 +24,26 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {0}
 """
 
-# KEYS: key, lease   ARGV: token, value, ttl ms (0: no expiry)  -> 1 written, 0 lease lost
-FILL = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+
+def _write_and_drop_lease(value: int, ttl: int) -> str:
+    """Lua: SET KEYS[1] to ARGV[value] (PX ARGV[ttl] unless 0), delete the lease KEYS[2], return 1."""
+    return f"""
+if tonumber(ARGV[{ttl}]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[{value}], 'PX', ARGV[{ttl}])
 else
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[{value}])
 end
 redis.call('DEL', KEYS[2])
 return 1
 """
 
+
+# KEYS: key, lease   ARGV: token, value, ttl ms (0: no expiry)  -> 1 written, 0 lease lost
+FILL = "\nif redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end" + _write_and_drop_lease(value=2, ttl=3)
+
 # KEYS: key, lease   ARGV: value, ttl ms (0: no expiry)  -> a write that cancels any fill in progress
 # (CacheManager.set on a Cluster, where redis-py's asyncio MULTI is unreliable: one script is one step)
-SET = """
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('DEL', KEYS[2])
-return 1
-"""
+SET = _write_and_drop_lease(value=1, ttl=2)
 
 # KEYS: lease   ARGV: token  -> give the lease back (the fill failed or returned None)
 RELEASE = """

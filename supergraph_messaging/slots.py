@@ -10,7 +10,7 @@ scanned side by side.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,15 +59,20 @@ def _unlink_batch(node: Any, batch: list[bytes]) -> int:
     return sum(int(n) for n in pipe.execute())
 
 
-def _unlink_matching_on(node: Any, match: str) -> int:
+def unlink_scanned(conn: Any, match: str, unlink: Callable[[list[bytes]], int]) -> int:
+    """``SCAN`` ``conn`` for the glob and ``unlink`` what it finds in batches; returns the count."""
     deleted = 0
     batch: list[bytes] = []
-    for key in node.scan_iter(match=match, count=SCAN_COUNT):
+    for key in conn.scan_iter(match=match, count=SCAN_COUNT):
         batch.append(key)
         if len(batch) >= UNLINK_BATCH:
-            deleted += _unlink_batch(node, batch)
+            deleted += unlink(batch)
             batch = []
-    return deleted + (_unlink_batch(node, batch) if batch else 0)
+    return deleted + (unlink(batch) if batch else 0)
+
+
+def _unlink_matching_on(node: Any, match: str) -> int:
+    return unlink_scanned(node, match, lambda batch: _unlink_batch(node, batch))
 
 
 def unlink_matching(conn: Any, match: str) -> int:
