@@ -30,13 +30,21 @@ def _fresh_clients() -> Iterator[None]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Suites that use the ``delivery`` fixture run once per delivery mode; ``@pytest.mark.delivery("pubsub")``
     keeps a test to the modes it is about."""
+    modes: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     if "delivery" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("delivery")
         modes = marker.args if marker else ("pubsub", "durable")
-        metafunc.parametrize("delivery", modes, indirect=True)
     if "topology" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("topology")
         kinds = marker.args if marker else TOPOLOGIES
+    if modes and kinds:
+        # Sentinel changes how clients connect, not what delivery does: durable runs on one node and Cluster.
+        pairs = [(m, k) for m in modes for k in kinds if (m, k) != ("durable", "sentinel") or kinds == ("sentinel",)]
+        metafunc.parametrize(("delivery", "topology"), pairs, indirect=True, ids=[f"{m}-{k}" for m, k in pairs])
+    elif modes:
+        metafunc.parametrize("delivery", modes, indirect=True)
+    elif kinds:
         metafunc.parametrize("topology", kinds, indirect=True)
 
 
