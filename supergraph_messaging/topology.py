@@ -126,7 +126,9 @@ def parse(url: str) -> None:
 def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(kwargs of the connections to the sentinels, kwargs of the connections to the primary)."""
     auth = {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
-    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
+    # The app's retry too: redis-py's default backs off for seconds, so unreachable sentinels took 12 s to say so.
+    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout", "retry")
+                                if k in kwargs}
     ssl = {"ssl": True} if target.ssl else {}
     return {**timeouts, **ssl}, {**kwargs, **auth, **ssl, "db": target.db}
 
