@@ -94,10 +94,10 @@ async def test_async_clients_and_the_subscriber_connect_through_the_sentinels(vi
 
 
 def test_unreachable_sentinels_are_redis_unavailable_naming_the_url() -> None:
+    import time
+
     from supergraph_messaging.exceptions import RedisUnavailable
     from tests.redis_server import free_port
-
-    import time
 
     url = f"redis+sentinel://app:secret@127.0.0.1:{free_port()}/{SERVICE}"
     start = time.monotonic()
