@@ -131,9 +131,9 @@ class SwitchSeen:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fault", [
     # Was 1 run in ~8 losing every later write (a connection reconnecting through a lagging sentinel
-    # just before the pin); 0 in 24 runs since connections check the pin once connected. Not strict
-    # until more runs agree, so CI stays deterministic.
-    pytest.param("SENTINEL FAILOVER", marks=pytest.mark.xfail(strict=False, reason="was flaky: see the comment")),
+    # just before the pin); 0 lost in every run since connections check the pin once connected
+    # (24 runs in the session that fixed it, 10 more in full-suite and CI runs since): strict now.
+    "SENTINEL FAILOVER",
     "kill -9 the primary",
 ])
 def test_a_failover_is_followed_at_once_and_no_write_lands_on_the_demoted_primary(fault: str) -> None:
