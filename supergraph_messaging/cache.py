@@ -15,11 +15,10 @@ from .conf import conf
 from .connection import RedisClient, get_redis_client
 from .keys import escape_glob, full_key, is_lease, lease_key
 from .serialization import UNDECODABLE, decode_or_undecodable, dumps
-from .slots import SCAN_COUNT, UNLINK_BATCH
+from .slots import SCAN_COUNT
 
 logger = logging.getLogger("supergraph_messaging.cache")
 _reported_undecodable: list[str] = []  # the first key only: one warning per process
-
 
 
 class _Default:
@@ -175,19 +174,14 @@ class CacheManager:
     async def ainvalidate_pattern(self, pattern: str) -> int:
         client = self.client
         conn = client.aredis
-        deleted = 0
         with client.boundary:
             if client.cluster:
                 return await slots.aunlink_matching(conn, self._pattern(pattern))
-            batch: list[bytes] = []
-            async for key in conn.scan_iter(match=self._pattern(pattern), count=SCAN_COUNT):
-                batch.append(key)
-                if len(batch) >= UNLINK_BATCH:
-                    deleted += await conn.unlink(*batch)
-                    batch = []
-            if batch:
-                deleted += await conn.unlink(*batch)
-        return deleted
+
+            async def unlink(batch: list[bytes]) -> int:
+                return int(await conn.unlink(*batch))
+
+            return await slots.aunlink_scanned(conn, self._pattern(pattern), unlink)
 
     async def attl(self, key: str) -> int | None:
         client = self.client

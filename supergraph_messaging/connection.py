@@ -292,7 +292,7 @@ def _set_override(url: str | None) -> None:
     global _override_url
     if url is None:
         return
-    if urlsplit(url).scheme not in (*topology.PLAIN_SCHEMES, *topology.SENTINEL_SCHEMES, *topology.CLUSTER_SCHEMES):
+    if urlsplit(url).scheme not in topology.SCHEMES:
         raise MessagingError(f"Unsupported Redis URL {mask_url(url)!r}: use redis://, rediss://, unix://, "
                              "redis+sentinel:// or redis+cluster://.")
     topology.parse(url)  # names what is wrong with a Sentinel or Cluster URL

@@ -7,12 +7,13 @@ key, so both go through :func:`full_key`.
 
 from __future__ import annotations
 
-import binascii
 import functools
 import re
 import string
 from collections.abc import Mapping
 from typing import Any
+
+from redis import crc
 
 from .conf import conf
 from .exceptions import CacheKeyError
@@ -61,7 +62,7 @@ def is_lease(key: str | bytes) -> bool:
 
 
 _CLUSTER_LEASE = re.compile(re.escape(LEASE_SUFFIX) + r"(\{[0-9a-f]+\}|[0-9a-f]+\}?)$")
-SLOTS = 16384
+SLOTS = crc.REDIS_CLUSTER_HASH_SLOTS
 
 
 def hash_tag(key: str) -> str | None:
@@ -73,10 +74,9 @@ def hash_tag(key: str) -> str | None:
     return key[start + 1:end] if end > start + 1 else None
 
 
-def key_slot(key: str) -> int:
-    """The Cluster slot of ``key`` (CRC16 of its hash tag or of the whole key, as Redis computes it)."""
-    tag = hash_tag(key)
-    return binascii.crc_hqx((key if tag is None else tag).encode(), 0) % SLOTS
+def key_slot(key: str | bytes) -> int:
+    """The Cluster slot of ``key``, as Redis computes it (redis-py's CRC16 of the hash tag or whole key)."""
+    return crc.key_slot(key.encode() if isinstance(key, str) else key)
 
 
 @functools.cache
@@ -86,7 +86,7 @@ def _slot_tags() -> tuple[str, ...]:
     missing, i = SLOTS, 0
     while missing:
         text = format(i, "x")
-        slot = binascii.crc_hqx(text.encode(), 0) % SLOTS
+        slot = crc.key_slot(text.encode())
         if tags[slot] is None:
             tags[slot] = text
             missing -= 1

@@ -250,8 +250,9 @@ def count_matching(pattern: str, limit: int = 10_000, sample: int = 20,
 
 def unlink_allowed(pattern: str, namespace: Namespace) -> tuple[int, int]:
     """Delete the keys matching ``pattern`` that ``namespace`` allows; returns (deleted, left alone)."""
-    conn: Any = get_redis_client().redis
-    unlink = slots.unlink if get_redis_client().cluster else lambda c, keys: int(c.unlink(*keys))
+    client = get_redis_client()
+    conn: Any = client.redis
+    unlink = slots.unlink if client.cluster else lambda c, keys: int(c.unlink(*keys))
     deleted = skipped = 0
     batch: list[bytes] = []
     for key in conn.scan_iter(match=pattern or "*", count=SCAN_COUNT):

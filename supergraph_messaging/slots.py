@@ -10,7 +10,7 @@ scanned side by side.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +23,7 @@ UNLINK_BATCH = 1_000
 def by_slot(keys: Iterable[str | bytes]) -> dict[int, list[str | bytes]]:
     groups: dict[int, list[str | bytes]] = defaultdict(list)
     for key in keys:
-        groups[key_slot(key.decode(errors="surrogateescape") if isinstance(key, bytes) else key)].append(key)
+        groups[key_slot(key)].append(key)
     return groups
 
 
@@ -47,16 +47,22 @@ async def ainvalidate(conn: Any, keys: list[str]) -> int:
     return sum(int(n) for n in (await pipe.execute())[1::2])
 
 
-def unlink(conn: Any, batch: list[bytes]) -> int:
-    """``UNLINK`` a batch of keys in one pipeline (one command per slot): a node's client, or the cluster's."""
-    return _unlink_batch(conn, batch)
-
-
-def _unlink_batch(node: Any, batch: list[bytes]) -> int:
-    pipe = node.pipeline(transaction=False)
+def _queue_unlinks(pipe: Any, batch: list[bytes]) -> None:
     for group in by_slot(batch).values():
         pipe.execute_command("UNLINK", *group)
+
+
+def unlink(conn: Any, batch: list[bytes]) -> int:
+    """``UNLINK`` a batch of keys in one pipeline (one command per slot): a node's client, or the cluster's."""
+    pipe = conn.pipeline(transaction=False)
+    _queue_unlinks(pipe, batch)
     return sum(int(n) for n in pipe.execute())
+
+
+async def aunlink(conn: Any, batch: list[bytes]) -> int:
+    pipe = conn.pipeline(transaction=False)
+    _queue_unlinks(pipe, batch)
+    return sum(int(n) for n in await pipe.execute())
 
 
 def unlink_scanned(conn: Any, match: str, unlink: Callable[[list[bytes]], int]) -> int:
@@ -71,30 +77,23 @@ def unlink_scanned(conn: Any, match: str, unlink: Callable[[list[bytes]], int]) 
     return deleted + (unlink(batch) if batch else 0)
 
 
-def _unlink_matching_on(node: Any, match: str) -> int:
-    return unlink_scanned(node, match, lambda batch: _unlink_batch(node, batch))
+async def aunlink_scanned(conn: Any, match: str, unlink: Callable[[list[bytes]], Awaitable[int]]) -> int:
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in conn.scan_iter(match=match, count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= UNLINK_BATCH:
+            deleted += await unlink(batch)
+            batch = []
+    return deleted + (await unlink(batch) if batch else 0)
 
 
 def unlink_matching(conn: Any, match: str) -> int:
     """``UNLINK`` every key matching the glob on every primary, the primaries side by side."""
     nodes = [conn.get_redis_connection(node) for node in conn.get_primaries()]
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        return sum(pool.map(lambda node: _unlink_matching_on(node, match), nodes))
+        return sum(pool.map(lambda node: unlink_scanned(node, match, lambda batch: unlink(node, batch)), nodes))
 
 
 async def aunlink_matching(conn: Any, match: str) -> int:
-    deleted = 0
-    batch: list[bytes] = []
-    async for key in conn.scan_iter(match=match, count=SCAN_COUNT):
-        batch.append(key)
-        if len(batch) >= UNLINK_BATCH:
-            deleted += await _aunlink_batch(conn, batch)
-            batch = []
-    return deleted + (await _aunlink_batch(conn, batch) if batch else 0)
-
-
-async def _aunlink_batch(conn: Any, batch: list[bytes]) -> int:
-    pipe = conn.pipeline(transaction=False)
-    for group in by_slot(batch).values():
-        pipe.execute_command("UNLINK", *group)
-    return sum(int(n) for n in await pipe.execute())
+    return await aunlink_scanned(conn, match, lambda batch: aunlink(conn, batch))

@@ -32,6 +32,7 @@ from .exceptions import MessagingError
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 _NETLOC_CREDENTIALS = re.compile(r"^(?P<user>[^:@]*)(?::(?P<password>[^@]*))?@")
 
 
@@ -123,9 +124,13 @@ def parse(url: str) -> None:
         parse_cluster(url)
 
 
+def _credentials(target: SentinelTarget | ClusterTarget) -> dict[str, Any]:
+    return {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
+
+
 def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(kwargs of the connections to the sentinels, kwargs of the connections to the primary)."""
-    auth = {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
+    auth = _credentials(target)
     # The app's retry too: redis-py's default backs off for seconds, so unreachable sentinels took 12 s to say so.
     timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout", "retry")
                                 if k in kwargs}
@@ -211,8 +216,6 @@ def pin_primary(client: Any, address: tuple[str, int], until: float) -> None:
 
 
 def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any, connection_class: Any) -> Any:
-    if is_cluster(url):
-        return _cluster_client(url, kwargs, asynchronous=from_url == aioredis.Redis.from_url)
     if not is_sentinel(url):
         return from_url(url, **kwargs)
     target = parse_sentinel(url)
@@ -224,20 +227,18 @@ def _client(url: str, kwargs: dict[str, Any], from_url: Any, sentinel_class: Any
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    if is_cluster(url):
+        return _cluster_client(url, kwargs, ClusterNode, Cluster)  # type: ignore[no-any-return]
     client: redis.Redis = _client(url, kwargs, redis.Redis.from_url, FollowingSentinel, FollowingConnection)
     return client
 
 
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
+    if is_cluster(url):
+        return _cluster_client(url, kwargs, AsyncClusterNode, AsyncCluster)  # type: ignore[no-any-return]
     client: aioredis.Redis = _client(url, kwargs, aioredis.Redis.from_url, AsyncFollowingSentinel,
                                      AsyncFollowingConnection)
     return client
-
-
-
-def _auth(target: ClusterTarget) -> dict[str, Any]:
-    auth = {k: v for k, v in (("username", target.username), ("password", target.password)) if v is not None}
-    return {**auth, "ssl": True} if target.ssl else auth
 
 
 class ClusterUnreachable(redis.exceptions.ConnectionError):
@@ -284,13 +285,12 @@ class AsyncCluster(AsyncRedisCluster):
             raise _unreachable(exc) from exc
 
 
-def _cluster_client(url: str, kwargs: dict[str, Any], asynchronous: bool) -> Any:
+def _cluster_client(url: str, kwargs: dict[str, Any], node_class: Any, cluster_class: Any) -> Any:
     """redis-py's cluster client; its ``retry`` is the count of cluster-level retries (with a fresh slot map)."""
     target = parse_cluster(url)
-    node_class: Any = AsyncClusterNode if asynchronous else ClusterNode
-    cluster_class: Any = AsyncCluster if asynchronous else Cluster
+    ssl = {"ssl": True} if target.ssl else {}
     return cluster_class(startup_nodes=[node_class(host, port) for host, port in target.nodes],
-                         require_full_coverage=False, **kwargs, **_auth(target))
+                         require_full_coverage=False, **kwargs, **_credentials(target), **ssl)
 
 
 class _NodeRing:
@@ -363,16 +363,14 @@ class AsyncAnyNodeSSLConnection(AsyncAnyNodeConnection, aioredis.SSLConnection):
 def any_node_connection(url: str, **kwargs: Any) -> AnyNodeConnection:
     """One connection (not a client) to any live node of the Cluster ``url`` names."""
     target = parse_cluster(url)
-    auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
     connection_class = AnyNodeSSLConnection if target.ssl else AnyNodeConnection
-    return connection_class(_NodeRing(target.nodes), **kwargs, **auth)
+    return connection_class(_NodeRing(target.nodes), **kwargs, **_credentials(target))
 
 
 def any_node_async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     """An asyncio client whose connections go to any live node of the Cluster ``url`` names (Pub/Sub)."""
     target = parse_cluster(url)
-    auth = {k: v for k, v in _auth(target).items() if k != "ssl"}
     connection_class = AsyncAnyNodeSSLConnection if target.ssl else AsyncAnyNodeConnection
     pool = aioredis.ConnectionPool(connection_class=connection_class, ring=_NodeRing(target.nodes),
-                                   **kwargs, **auth)
+                                   **kwargs, **_credentials(target))
     return aioredis.Redis(connection_pool=pool)

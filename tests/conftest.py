@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,24 +74,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         setup.close()
 
 
-@pytest.fixture
-def topology(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The Redis topology under test. Sentinel and Cluster: the app's URL is pointed at the session's
-    (as ``init_redis`` does, so a test's own ``override_settings`` keeps it), and workers get it too."""
+@contextlib.contextmanager
+def pointed_at(url: str) -> Iterator[None]:
+    """The app's Redis URL set as ``init_redis`` sets it (a test's own ``override_settings`` keeps it, and
+    worker subprocesses get it through ``subprocess_env``), then forgotten."""
     from supergraph_messaging import connection
 
+    connection._set_override(url)
+    try:
+        yield
+    finally:
+        connection._override_url = None
+        reset_clients()
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The Redis topology under test: the session's Sentinel or Cluster, flushed, or the session server."""
     kind: str = request.param
     if kind == "single":
         yield kind
         return
     setup = topology_setup(kind)
     setup.flush()
-    connection._set_override(setup.url())
-    try:
+    with pointed_at(setup.url()):
         yield kind
-    finally:
-        connection._override_url = None
-        reset_clients()
 
 
 @pytest.fixture

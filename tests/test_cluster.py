@@ -17,7 +17,7 @@ from supergraph_messaging.checks import check_settings
 from supergraph_messaging.exceptions import MessagingError
 from supergraph_messaging.keys import key_slot, lease_key
 from supergraph_messaging.topology import parse_cluster
-from tests.conftest import topology_setup
+from tests.conftest import pointed_at, topology_setup
 from tests.topologies import ClusterSetup
 
 
@@ -58,14 +58,10 @@ def test_a_lease_shares_its_key_slot_and_the_key_stays_as_it_is(key: str) -> Non
 
 @pytest.fixture
 def cluster() -> Iterator[ClusterSetup]:
-    from supergraph_messaging import connection
-
     setup: ClusterSetup = topology_setup("cluster")
     setup.flush()
-    connection._set_override(setup.url())
-    yield setup
-    connection._override_url = None
-    connection.reset_clients()
+    with pointed_at(setup.url()):
+        yield setup
 
 
 def test_invalidate_pattern_removes_exactly_the_matching_keys_on_every_primary(cluster: ClusterSetup) -> None:

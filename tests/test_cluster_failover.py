@@ -15,7 +15,7 @@ import pytest
 from supergraph_messaging import CacheManager, connection, redis_cache, redis_publish
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.signals import reconnected
-from tests.conftest import EventCollector
+from tests.conftest import EventCollector, pointed_at
 from tests.topologies import ClusterSetup, server_version
 
 pytestmark = pytest.mark.slow
@@ -76,9 +76,8 @@ def test_kill_a_primary_the_app_works_again_within_5_s_of_the_takeover() -> None
             time.sleep(0.002)
 
     reconnected.connect(on_reconnect)
-    connection._set_override(setup.url())
     try:
-        with EventCollector("failover.events") as events:
+        with pointed_at(setup.url()), EventCollector("failover.events") as events:
             thread = threading.Thread(target=workload)
             thread.start()
             time.sleep(1.0)
@@ -98,8 +97,6 @@ def test_kill_a_primary_the_app_works_again_within_5_s_of_the_takeover() -> None
         manager_keys = {int(k.rsplit(b":", 1)[1]) for k in conn.scan_iter(match="failover:w:*", count=1000)}
     finally:
         reconnected.disconnect(on_reconnect)
-        connection._override_url = None
-        connection.reset_clients()
         setup.close()
 
     def resumed(kind: str) -> float:
