@@ -83,7 +83,8 @@ class ChannelDispatcher:
     async def drain(self, timeout: float) -> bool:
         """Wait until every received message was handled; True if that happened within ``timeout``."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             logger.error("Stopping with %d message(s) still unhandled after %.0f s.", self._queued, timeout)
             return False

@@ -43,6 +43,7 @@ logger = logging.getLogger("supergraph_messaging.groups")
 READ_COUNT = 100
 BLOCK_MS = 1000
 RETRY_BASE = 0.05
+STOP_TIMEOUT = 5.0
 
 
 def group_name(handler: Any) -> str:
@@ -91,6 +92,7 @@ class GroupConsumer:
         self.handlers = handlers
         self.consumer = consumer_name()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.handled = 0
         self.dead_lettered = 0
 
@@ -104,13 +106,18 @@ class GroupConsumer:
                     self._consume(channel, handler), name=f"group:{group_name(handler)}"))
 
     async def stop(self) -> None:
+        """Cancel the loops, and also tell them to stop: a cancellation can be swallowed (Python 3.11's
+        ``asyncio.wait_for``, which redis-py sends every command through, returns the result when the
+        cancel and the reply arrive together; so does a handler that catches it), and a loop that lost its
+        cancel must still end at its next read. Bounded like the Pub/Sub loop's stop."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            for task in stuck:
+                logger.warning("Consumer loop %s did not stop within %s s; abandoned.", task.get_name(),
+                               STOP_TIMEOUT)
         self._tasks.clear()
 
     async def _ensure_group(self, conn: Any, channel: str, handler: Any, start: str) -> None:
@@ -127,7 +134,7 @@ class GroupConsumer:
         failing = False
         next_claim = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             try:
                 conn: Any = get_redis_client().aredis
                 if loop.time() >= next_claim:
@@ -147,6 +154,8 @@ class GroupConsumer:
                     cursor = ">"
                     continue
                 for entry_id, fields in entries:
+                    if self._stopping:  # the rest stays pending: ours first on the next start
+                        break
                     await self._handle(conn, stream, group, channel, handler, entry_id, fields)
             except asyncio.CancelledError:
                 raise

@@ -232,7 +232,8 @@ async def relay_forever(stop: asyncio.Event, wake: asyncio.Event) -> None:
     rounds = 0
     while not stop.is_set():
         try:
-            await asyncio.wait_for(wake.wait(), conf.relay_poll_interval)
+            async with asyncio.timeout(conf.relay_poll_interval):
+                await wake.wait()
         except TimeoutError:
             pass
         wake.clear()

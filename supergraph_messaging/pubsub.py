@@ -249,7 +249,8 @@ class RedisSubscriber:
         """Wait until Redis confirmed the subscription of ``channels``."""
         for channel in channels:
             event = self._confirmed.setdefault(channel, asyncio.Event())
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                await event.wait()
 
     async def stop(self) -> None:
         """Stop receiving, finish the messages already received (up to ``SHUTDOWN_TIMEOUT``), close."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from supergraph_messaging import publish_event, redis_publish, streams
+from supergraph_messaging import RedisSubscriber, aredis_publish, publish_event, redis_publish, streams
 from supergraph_messaging.events import flush_events
+from supergraph_messaging.groups import GroupConsumer
 from tests.conftest import manage, wait_for
 from tests.testapp.models import CameraModel
 
@@ -52,6 +54,36 @@ def test_events_published_while_the_worker_is_down_are_handled_when_it_returns(r
     handled = [int(n) for n in redis_conn.lrange("testapp:flaky", 0, -1)]
     print(f"\nworker down while 20 events were published: {20 - len(handled)} lost")
     assert handled == list(range(20))
+
+
+async def test_stop_ends_a_loop_that_lost_its_cancel(redis_conn: Any, durable: None) -> None:
+    """A handler that catches the cancel, as Python 3.11's ``wait_for`` inside every redis-py command does when
+    the reply arrives with it, must not keep the worker running (a CI run's worker did not stop in 5 s)."""
+    entered = asyncio.Event()
+    swallowed: list[int] = []
+    subscriber = RedisSubscriber()
+
+    @subscriber.on("testapp.stubborn")
+    async def stubborn(data: Any) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.append(data["n"])
+
+    consumer = GroupConsumer(subscriber.take_exact_handlers())
+    await consumer.start()
+    loops = list(consumer._tasks)
+    await aredis_publish("testapp.stubborn", {"n": 1})
+    async with asyncio.timeout(10):
+        await entered.wait()
+    stopping = asyncio.ensure_future(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    if not done:
+        stopping.cancel()
+    assert done, "stop() did not return"
+    assert swallowed == [1]
+    assert all(loop.done() for loop in loops), "stop() abandoned a consumer loop that was still running"
 
 
 def test_a_failing_event_is_retried_dead_lettered_and_the_rest_goes_on(redis_conn: Any, durable: None) -> None:
