@@ -39,6 +39,10 @@ def is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def is_non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def is_optional_non_negative(value: Any) -> bool:
     return value is None or (value == 0 and not isinstance(value, bool)) or is_positive_number(value)
 
@@ -136,6 +140,9 @@ SETTINGS: dict[str, Setting] = {
                            doc="Outbox rows one relay round takes."),
     "RELAY_POLL_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
                                    doc="How often the relay looks for rows nobody relayed (a crash, an outage)."),
+    "DURABLE_REPLICAS": Setting(1, "a non-negative integer", is_non_negative_int,
+                                doc="Replicas a relayed event must reach (WAIT) before its outbox row counts "
+                                    "as relayed, at most those the primary has connected; 0: do not wait."),
     "MAX_DELIVERIES": Setting(5, "a positive integer", is_positive_int,
                               doc="Attempts at a durable event before it goes to the dead-letter stream."),
     "CLAIM_IDLE": Setting(60.0, NUMBER, is_positive_number,
@@ -356,6 +363,10 @@ class Settings:
     @property
     def relay_poll_interval(self) -> float:
         return float(self._get("RELAY_POLL_INTERVAL"))
+
+    @property
+    def durable_replicas(self) -> int:
+        return int(self._get("DURABLE_REPLICAS"))
 
     @property
     def max_deliveries(self) -> int:

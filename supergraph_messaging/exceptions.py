@@ -16,3 +16,8 @@ class CacheKeyError(MessagingError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class NotReplicated(RedisUnavailable):
+    """Appended events did not reach ``DURABLE_REPLICAS`` replicas in time: their outbox rows stay
+    unrelayed and are appended again (idempotently) by the next relay round."""

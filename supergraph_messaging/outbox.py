@@ -137,8 +137,8 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
     _announce(rows, results)
     republished = sum(not published for _, _, published, _ in results)
     if republished:
-        logger.info("%d outbox row(s) had been relayed already (a relay stopped mid-way); not published again.",
-                    republished)
+        logger.info("%d outbox row(s) had been appended already (a relay stopped mid-way, or a replica was "
+                    "late); not published again.", republished)
     return len(rows)
 
 

@@ -17,6 +17,7 @@ commit order, so subscribers see the order of the outbox, as on one node.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -24,8 +25,10 @@ import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from . import scripts
+from . import replication, scripts
 from .conf import conf
+from .connection import REDIS_ERRORS
+from .exceptions import NotReplicated
 from .keys import full_channel
 
 # KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
@@ -40,7 +43,10 @@ end
 local window = tonumber(ARGV[6])
 if window > 0 then
   local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
-  if seen then return {tonumber(seen), epoch, 0, 0} end
+  if seen then
+    redis.call('HINCRBY', KEYS[2], 'r', 1)  -- a write, so that the relay's WAIT covers the first append
+    return {tonumber(seen), epoch, 0, 0}
+  end
 end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
@@ -59,6 +65,9 @@ if ARGV[7] == '0' then return {offset, epoch, 1, data} end
 local receivers = redis.call('PUBLISH', ARGV[4], data)
 return {offset, epoch, 1, receivers}
 """
+
+#: Errors on a direct node connection after which the slot map may be stale.
+_NODE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, redis.exceptions.AskError)
 
 #: Outbox ids remembered per channel for deduplication (far more than one relay batch).
 IDEMPOTENCY_WINDOW = 10_000
@@ -106,33 +115,75 @@ async def apublish(conn: Any, channel: str, data: str) -> int:
     return int(await conn.publish(full_channel(channel), reply[3])) if cluster else int(reply[3])
 
 
-def append_many(conn: redis.Redis, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
-    """Append + publish (channel, outbox id, data) items in order, pipelined in one round trip.
+def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
+    """Append + publish (channel, outbox id, data) items in order, pipelined in one round trip per node,
+    and replicated as ``DURABLE_REPLICAS`` asks (:mod:`.replication`).
 
     Each result is (offset, epoch, published, receivers); ``published`` is false for an id appended before.
+    Raises :class:`~.exceptions.NotReplicated` (after publishing) when too few replicas acknowledged.
     """
-    cluster = _clustered(conn)
-    calls = [append_args(channel, outbox_id, data, publish=not cluster) for channel, outbox_id, data in items]
+    calls = [append_args(channel, outbox_id, data, publish=not _clustered(conn)) for channel, outbox_id, data in items]
+    if not _clustered(conn):
+        replies: list[Any] = _append_on(conn, calls, f"redis:{id(conn.connection_pool)}")
+        return _results(replies)
+    # One pipeline per primary, on a plain connection to it: WAIT must follow the appends on their
+    # connection, which redis-py's cluster pipeline cannot route.
+    by_node: dict[str, list[int]] = {}
+    for i, (script_keys, _args) in enumerate(calls):
+        by_node.setdefault(conn.get_node_from_key(script_keys[0]).name, []).append(i)
+    replies = [None] * len(calls)
+    short: NotReplicated | None = None
+    for name, indexes in by_node.items():
+        try:
+            node_replies = _append_on(conn.get_redis_connection(conn.get_node(node_name=name)),
+                                      [calls[i] for i in indexes], name)
+        except NotReplicated as exc:
+            short, node_replies = exc, exc.args[1]
+        except _NODE_ERRORS:
+            _refresh_slots(conn)
+            raise
+        for i, reply in zip(indexes, node_replies, strict=True):
+            replies[i] = reply
+    results = _results(_publish_in_order(conn, items, replies))
+    if short is not None:
+        raise short
+    return results
+
+
+def _append_on(conn: redis.Redis, calls: list[tuple[list[str], list[Any]]], node: str) -> list[Any]:
+    """The scripts on one primary, between ROLE and WAIT (:mod:`.replication`). A NotReplicated raised
+    here carries the scripts' replies as its second argument."""
 
     def run() -> list[Any]:
         pipe = conn.pipeline(transaction=False)
+        waiting = replication.begin(pipe, node)
         for script_keys, args in calls:
-            # (execute_command: redis-py's cluster pipeline refuses .evalsha(), and routes this by its keys)
-            pipe.execute_command("EVALSHA", scripts.sha(APPEND), len(script_keys), *script_keys, *args)  # type: ignore[no-untyped-call]
-        return list(pipe.execute())
+            pipe.evalsha(scripts.sha(APPEND), len(script_keys), *script_keys, *args)
+        replication.end(pipe, waiting)
+        replies = list(pipe.execute())
+        try:
+            return replication.check(replies, node, waiting)
+        except NotReplicated as exc:
+            exc.args = (exc.args[0], replication.strip(replies, waiting))
+            raise
 
     try:
-        replies = run()
+        return run()
     except redis.exceptions.NoScriptError:  # a restarted Redis forgot the script
         conn.script_load(APPEND)
-        replies = run()
-    if cluster:
-        replies = _publish_in_order(conn, items, replies)
-    out = []
-    for offset, epoch, published, receivers in replies:
-        out.append((int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published),
-                    int(receivers)))
-    return out
+        return run()
+
+
+def _refresh_slots(conn: Any) -> None:
+    """After an error on a direct node connection: redis-py's own retries did not see it, so let its
+    next command load the slot map afresh (a failover or a resharding moved the slot)."""
+    with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisClusterException):
+        conn.nodes_manager.initialize()
+
+
+def _results(replies: list[Any]) -> list[tuple[int, str, bool, int]]:
+    return [(int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(published),
+             int(receivers)) for offset, epoch, published, receivers in replies]
 
 
 def _publish_in_order(conn: Any, items: list[tuple[str, str, str]], replies: list[Any]) -> list[Any]:

@@ -102,6 +102,7 @@ def test_manage_check_passes_and_runs_viewset_checks() -> None:
 BAD_VALUES: dict[str, list[object]] = {
     "a positive number (seconds)": [0, -1, "ten", None, True, float("nan"), float("inf"), "1"],
     "a positive integer": [0, -1, "ten", None, True, 1.5, "1"],
+    "a non-negative integer": [-1, "ten", None, True, False, 1.5, "1"],
     "a positive integer (seconds) or None": [0, -1, "ten", True, 1.5],
     "a positive number (seconds) or None": [0, -1, "ten", True, float("nan")],
     "None or a list of glob patterns": ["*", [3], [""], 3],

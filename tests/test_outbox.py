@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from supergraph_messaging import publish_event
 from supergraph_messaging.events import flush_events
-from supergraph_messaging.exceptions import RedisUnavailable
+from supergraph_messaging.exceptions import NotReplicated, RedisUnavailable
 from supergraph_messaging.models import OutboxEvent
 from supergraph_messaging.outbox import backlog, relay, relay_all
 from tests.conftest import EventCollector, manage, wait_for
@@ -71,6 +71,42 @@ def test_redis_down_at_commit_loses_nothing(own_redis: RedisServer) -> None:
         received = [json.loads(pubsub.get_message(timeout=2)["data"])["id"] for _ in range(30)]
     print(f"\nRedis down while 30 events committed: {30 - len(received)} lost")
     assert received == list(range(30))
+
+
+def test_rows_stay_unrelayed_until_a_replica_has_their_events(own_redis: RedisServer) -> None:
+    """A primary that dies with appends its replica never got would lose them for good once the rows
+    were marked: the relay marks them only after WAIT (here the replica is frozen, then thawed)."""
+    from supergraph_messaging import streams
+
+    replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(own_redis.port)))
+    replica.start()
+    try:
+        wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", timeout=10)
+        with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url}):
+            for n in range(10):
+                publish_event("orders.created", {"id": n})
+            assert relay_all() == 10
+            assert replica.process is not None
+            replica.process.send_signal(signal.SIGSTOP)
+            for n in range(10, 20):
+                publish_event("orders.created", {"id": n})
+            with pytest.raises(NotReplicated, match="0 of the 1 replica"):
+                relay()
+            unmarked = backlog()[0]
+            replica.process.send_signal(signal.SIGCONT)
+            assert relay_all() == 10
+            committed = [str(e) for e in OutboxEvent.objects.order_by("id").values_list("event_id", flat=True)]
+        entries = replica.client().xrange(streams.keys("orders.created")[0])
+    finally:
+        if replica.process is not None:
+            replica.process.send_signal(signal.SIGCONT)
+        replica.close()
+    on_replica = [fields[b"o"].decode() for _, fields in entries]
+    print(f"\nreplica frozen while 10 events were relayed: {unmarked} rows kept unrelayed; on the replica "
+          f"afterwards {len(on_replica)} entries for {len(committed)} committed, "
+          f"{len(on_replica) - len(set(on_replica))} duplicates")
+    assert unmarked == 10
+    assert on_replica == committed  # each once, in commit order
 
 
 def test_a_relay_killed_before_marking_does_not_publish_twice(redis_conn: Any, durable: None) -> None:

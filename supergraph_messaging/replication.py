@@ -1,0 +1,69 @@
+"""Relayed events reach a replica before their outbox rows count as relayed.
+
+Redis replicates asynchronously: a primary killed right after it acknowledged
+an append takes the entry with it, and the replica promoted in its place
+never had it. The outbox row was marked relayed, so nothing would send it
+again. The relay therefore ends each node's batch with ``WAIT``, on the same
+connection as the appends (WAIT covers that connection's writes), and marks
+the rows only when ``DURABLE_REPLICAS`` replicas acknowledged, at most as
+many as the primary has connected (after a failover the new primary has
+none until the old one returns; the relay must not stop then).
+
+The connected count comes from ``ROLE`` in the same pipeline and is
+remembered per primary, so a node without replicas never pays a WAIT. When
+a replica appeared since the last batch, the batch was not waited for: it is
+refused, and the next round's append (a no-op that still writes, so WAIT
+covers it) is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conf import conf
+from .exceptions import NotReplicated
+
+#: Replicas each primary had connected at its last batch, by node name.
+_connected: dict[str, int] = {}
+
+
+def wait_ms() -> int:
+    """Inside the socket timeout, so a WAIT that runs out is an answer, not a timeout."""
+    return max(1, int(conf.socket_timeout * 1000 / 2))
+
+
+def begin(pipe: Any, node: str) -> int:
+    """Queue ``ROLE`` before the batch; returns how many replicas to WAIT for after it."""
+    wanted = conf.durable_replicas
+    if wanted:
+        pipe.execute_command("ROLE")
+    return min(wanted, _connected.get(node, wanted))
+
+
+def end(pipe: Any, waiting: int) -> None:
+    if waiting:
+        pipe.execute_command("WAIT", waiting, wait_ms())
+
+
+def check(replies: list[Any], node: str, waiting: int) -> list[Any]:
+    """The batch's own replies; raises :class:`NotReplicated` when fewer replicas than required
+    acknowledged it."""
+    wanted = conf.durable_replicas
+    if not wanted:
+        return replies
+    role, acked = replies[0], int(replies[-1]) if waiting else 0
+    connected = len(role[2]) if role and role[0] in (b"master", "master") else 0
+    _connected[node] = connected
+    needed = min(wanted, connected)
+    if acked < needed:
+        raise NotReplicated(f"{acked} of the {needed} replica(s) of {node} that DURABLE_REPLICAS asks for "
+                            f"acknowledged the appended events within {wait_ms()} ms; their outbox rows stay "
+                            "unrelayed and the next round appends them again.")
+    return strip(replies, waiting)
+
+
+def strip(replies: list[Any], waiting: int) -> list[Any]:
+    """The batch's replies without ROLE and WAIT."""
+    if not conf.durable_replicas:
+        return replies
+    return replies[1:-1] if waiting else replies[1:]
