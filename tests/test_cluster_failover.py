@@ -21,7 +21,8 @@ from tests.topologies import ClusterSetup, server_version
 pytestmark = pytest.mark.slow
 
 
-def _took_over(setup: ClusterSetup, dead_port: int) -> bool:
+def took_over(setup: ClusterSetup, dead_port: int) -> bool:
+    """The cluster is whole again without the killed node (its replica took its slots)."""
     for node in setup.nodes:
         if node.port == dead_port or node.process is None or node.process.poll() is not None:
             continue
@@ -84,7 +85,7 @@ def test_kill_a_primary_the_app_works_again_within_5_s_of_the_takeover() -> None
             killed_at = time.monotonic()
             victim.kill()
             deadline = killed_at + 20
-            while not _took_over(setup, victim.port):
+            while not took_over(setup, victim.port):
                 assert time.monotonic() < deadline, "the replica never took over"
                 time.sleep(0.05)
             took_over_at = time.monotonic()
@@ -119,3 +120,4 @@ def test_kill_a_primary_the_app_works_again_within_5_s_of_the_takeover() -> None
         assert any(ok for t, ok in results[kind] if t > took_over_at), kind
     assert reconnects, "the subscriber's node was killed: it must have reconnected (and said so)"
     assert after and not [n for n in after if n not in received], "publishes after the recovery all arrive"
+
