@@ -6,8 +6,9 @@ import difflib
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from . import topology
@@ -126,7 +127,92 @@ def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
         )
     elif topology.is_cluster(url):
         errors += _check_cluster_prefix(raw)
+    elif conf.sharded_channels:
+        errors.append(
+            Warning(
+                "SUPERGRAPH_MESSAGING['SHARDED_CHANNELS'] has no effect: REDIS_URL is not a Cluster.",
+                hint="Sharded Pub/Sub spreads channels over a Cluster's primaries; remove the setting or use "
+                     "a redis+cluster:// URL.",
+                id="supergraph_messaging.W012",
+            )
+        )
+    errors += _check_redis_py()
     return errors
+
+
+#: The oldest redis-py the app works with (its asyncio Cluster and sharded Pub/Sub clients).
+REDIS_PY_MINIMUM = (5, 0)
+
+
+def _check_redis_py() -> list[Any]:
+    installed = _version(redis.__version__)
+    if installed >= REDIS_PY_MINIMUM:
+        return []
+    return [
+        Error(
+            f"redis-py {redis.__version__} is installed; supergraph_messaging needs "
+            f"{'.'.join(map(str, REDIS_PY_MINIMUM))} or newer.",
+            hint="pip install 'redis[hiredis]>=5.0'",
+            id="supergraph_messaging.E012",
+        )
+    ]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+#: The oldest Redis server each option works with, and the commands that make it so.
+SERVER_MINIMUM: dict[str, tuple[tuple[int, int], str]] = {
+    "DELIVERY = 'durable'": ((6, 2), "XAUTOCLAIM"),
+    "SHARDED_CHANNELS": ((7, 0), "SPUBLISH and SSUBSCRIBE"),
+}
+
+
+def _server_needs() -> list[tuple[str, tuple[int, int], str]]:
+    """(option, oldest Redis server, the commands it needs) for the options configured."""
+    url = conf.redis_url
+    configured = {
+        "DELIVERY = 'durable'": conf.durable,
+        "SHARDED_CHANNELS": bool(conf.sharded_channels) and url is not None and topology.is_cluster(url),
+    }
+    return [(option, *SERVER_MINIMUM[option]) for option, on in configured.items() if on]
+
+
+@register("supergraph_messaging", Tags.database)
+def check_redis_version(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """``manage.py check --database default`` (and ``migrate``): asks Redis its version, and says which
+    configured option it is too old for (E011). Not on every command: it connects to Redis."""
+    needs = _server_needs()
+    if not databases or not needs:
+        return []
+    from .connection import REDIS_ERRORS, get_redis_client
+
+    client = get_redis_client()
+    try:
+        info: Any = client.redis.info("server")
+    except REDIS_ERRORS as exc:
+        return [
+            Warning(
+                f"Could not ask Redis at {client.masked_url} its version: {exc}",
+                hint="Start Redis, or check REDIS_URL; these options need a recent enough server: "
+                     + ", ".join(f"{option} (Redis {'.'.join(map(str, v))})" for option, v, _ in needs),
+                id="supergraph_messaging.W011",
+            )
+        ]
+    # A Cluster answers per node: the oldest node decides.
+    versions = [info["redis_version"]] if "redis_version" in info else [n["redis_version"] for n in info.values()]
+    oldest = min(versions, key=_version)
+    return [
+        Error(
+            f"{option} needs Redis {'.'.join(map(str, minimum))} or newer ({command}); Redis at "
+            f"{client.masked_url} is {oldest}.",
+            hint="Upgrade Redis, or turn the option off.",
+            id="supergraph_messaging.E011",
+        )
+        for option, minimum, command in needs
+        if _version(oldest) < minimum
+    ]
 
 
 def _check_cluster_prefix(raw: dict[str, Any]) -> list[Any]:

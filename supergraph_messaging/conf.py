@@ -140,6 +140,10 @@ SETTINGS: dict[str, Setting] = {
                            doc="Outbox rows one relay round takes."),
     "RELAY_POLL_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
                                    doc="How often the relay looks for rows nobody relayed (a crash, an outage)."),
+    "SHARDED_CHANNELS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
+                                doc="On a Cluster, exact channels matching one of these use sharded Pub/Sub "
+                                    "(SPUBLISH/SSUBSCRIBE on their slot's node); glob subscriptions never see "
+                                    "them. Redis >= 7."),
     "DURABLE_REPLICAS": Setting(1, "a non-negative integer", is_non_negative_int,
                                 doc="Replicas a relayed event must reach (WAIT) before its outbox row counts "
                                     "as relayed, at most those the primary has connected; 0: do not wait."),
@@ -363,6 +367,10 @@ class Settings:
     @property
     def relay_poll_interval(self) -> float:
         return float(self._get("RELAY_POLL_INTERVAL"))
+
+    @property
+    def sharded_channels(self) -> tuple[str, ...]:
+        return tuple(self._get("SHARDED_CHANNELS") or ())
 
     @property
     def durable_replicas(self) -> int:

@@ -26,7 +26,7 @@ from . import serialization, topology
 from .breaker import CircuitBreaker
 from .conf import conf
 from .exceptions import MessagingError, RedisUnavailable
-from .keys import full_channel
+from .keys import full_channel, is_sharded
 
 SyncRedis = redis.Redis
 
@@ -141,6 +141,11 @@ class RedisClient:
     def __repr__(self) -> str:
         return f"<RedisClient {self.masked_url}>"
 
+    def sharded(self, channel: str) -> bool:
+        """``channel`` goes on sharded Pub/Sub (``SPUBLISH``/``SSUBSCRIBE``): a Cluster, and ``SHARDED_CHANNELS``
+        names it."""
+        return self.cluster and is_sharded(channel)
+
     @property
     def redis(self) -> SyncRedis:
         client = self._sync
@@ -173,8 +178,7 @@ class RedisClient:
         resubscribe, and the subscriber would never learn that messages may
         have been lost in between.
         """
-        kwargs = _connection_kwargs(asynchronous=True)
-        kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
+        kwargs = pubsub_kwargs()
         if self.cluster:
             client = topology.any_node_async_client(self.url, **kwargs)
         else:
@@ -249,6 +253,8 @@ class RedisClient:
                 from . import streams
 
                 return streams.publish(self.redis, channel, payload.decode())
+            if self.sharded(channel):
+                return int(self.redis.spublish(full_channel(channel), payload))
             return int(self.redis.publish(full_channel(channel), payload))
 
     async def apublish(self, channel: str, data: Any, durable: bool | None = None) -> int:
@@ -258,7 +264,17 @@ class RedisClient:
                 from . import streams
 
                 return await streams.apublish(self.aredis, channel, payload.decode())
+            if self.sharded(channel):
+                return int(await self.aredis.spublish(full_channel(channel), payload))
             return int(await self.aredis.publish(full_channel(channel), payload))
+
+
+def pubsub_kwargs() -> dict[str, Any]:
+    """Connection options of a long-lived asyncio Pub/Sub connection: no retries of its own, no read
+    timeout (it waits for messages), a health check."""
+    kwargs = _connection_kwargs(asynchronous=True)
+    kwargs.update(retry=AsyncRetry(NoBackoff(), 0), socket_timeout=None, health_check_interval=5)
+    return kwargs
 
 
 def _disconnect_soon(client: aioredis.Redis) -> None:

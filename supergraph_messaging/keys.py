@@ -7,6 +7,7 @@ key, so both go through :func:`full_key`.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 import string
@@ -105,6 +106,17 @@ def escape_glob(value: str) -> str:
 
 def is_glob(channel: str) -> bool:
     return any(c in channel for c in "*?[")
+
+
+def is_sharded(channel: str) -> bool:
+    """An exact channel that ``SHARDED_CHANNELS`` puts on sharded Pub/Sub (when on a Cluster)."""
+    patterns = conf.sharded_channels
+    return bool(patterns) and _matches_sharded(channel, patterns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matches_sharded(channel: str, patterns: tuple[str, ...]) -> bool:
+    return not is_glob(channel) and any(fnmatch.fnmatchcase(channel, p) for p in patterns)
 
 
 class KeyTemplate:

@@ -98,6 +98,9 @@ class PipelinedPublisher:
             if payload is not None:
                 self._on_failed(channel, payload, f"Redis at {line.client.masked_url} is unavailable", "failed")
             return
+        if line.client.sharded(channel):
+            self._send_sharded(line, channel, payload, data)
+            return
         with line.lock:
             try:
                 self._read(line, wait=0.0)
@@ -120,6 +123,22 @@ class PipelinedPublisher:
             line.pending.append((channel, payload))
         if breaker.failing:
             breaker.record_success()
+
+    def _send_sharded(self, line: _Line, channel: str, payload: dict[str, Any] | None, data: bytes) -> None:
+        """``SPUBLISH`` through the slot map, waiting for the reply: with sharded Pub/Sub each channel has
+        its own node, and one pipelined connection cannot reach them all."""
+        breaker = line.client.breaker
+        try:
+            receivers = line.client.redis.spublish(full_channel(channel), data)
+        except REDIS_ERRORS as exc:
+            breaker.record_failure(exc)
+            if payload is not None:
+                self._on_failed(channel, payload, str(exc), "failed")
+            return
+        if breaker.failing:
+            breaker.record_success()
+        if payload is not None:
+            self._on_published(channel, payload, int(receivers))
 
     def _read(self, line: _Line, wait: float) -> None:
         """Read the replies that have arrived, waiting up to ``wait`` seconds for the outstanding ones.

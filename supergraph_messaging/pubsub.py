@@ -24,9 +24,10 @@ from redis.asyncio.client import PubSub
 
 from . import serialization
 from .conf import conf
-from .connection import REDIS_ERRORS, get_redis_client
+from .connection import REDIS_ERRORS, get_redis_client, pubsub_kwargs
 from .dispatch import ChannelDispatcher
-from .keys import full_channel, is_glob
+from .keys import full_channel, is_glob, is_sharded
+from .sharded import ShardedReaders
 from .signals import reconnected
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
@@ -128,6 +129,8 @@ class RedisSubscriber:
         self._task: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._redis: aioredis.Redis | None = None
+        self._sharded: ShardedReaders | None = None  # SHARDED_CHANNELS on a Cluster
+        self._sharded_lost: BaseException | None = None
         self._lock: asyncio.Lock | None = None
         self._confirmed: dict[str, asyncio.Event] = {}
         self._names: dict[bytes, str] = {}
@@ -183,9 +186,11 @@ class RedisSubscriber:
             channels = [c for c in channels if c not in self._handlers]  # re-added meanwhile
             if pubsub is None or not channels:
                 return
-            exact = [full_channel(c) for c in channels if not is_glob(c)]
-            globs = [full_channel(c) for c in channels if is_glob(c)]
+            exact, globs, sharded = self._kinds(channels)
             try:
+                if sharded:
+                    assert self._sharded is not None
+                    await self._sharded.unsubscribe(sharded)
                 if exact:
                     await pubsub.unsubscribe(*exact)
                 if globs:
@@ -316,8 +321,12 @@ class RedisSubscriber:
             self._redis = client.new_pubsub_client()
             pubsub = self._redis.pubsub()
             self._pubsub = pubsub
+            self._sharded_lost = None
             try:
                 await self._redis.ping()  # an unreachable Redis fails start() here
+                if client.cluster and conf.sharded_channels:
+                    self._sharded = ShardedReaders(client, pubsub_kwargs(), self._dispatch, self._shard_lost)
+                    await self._sharded.load_slots()
                 await self._send_subscribe(pubsub, list(self._handlers))
                 self.generation += 1
             except REDIS_ERRORS as exc:
@@ -328,12 +337,28 @@ class RedisSubscriber:
                 raise
 
     async def _send_subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
-        exact = [full_channel(c) for c in channels if not is_glob(c)]
-        globs = [full_channel(c) for c in channels if is_glob(c)]
+        exact, globs, sharded = self._kinds(channels)
+        if sharded:
+            assert self._sharded is not None
+            await self._sharded.subscribe(sharded)
         if exact:
             await pubsub.subscribe(*exact)
         if globs:
             await pubsub.psubscribe(*globs)
+
+    def _kinds(self, channels: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Full names of the exact, glob and sharded (``SHARDED_CHANNELS`` on a Cluster) channels."""
+        exact: list[str] = []
+        globs: list[str] = []
+        sharded: list[str] = []
+        for channel in channels:
+            if is_glob(channel):
+                globs.append(full_channel(channel))
+            elif self._sharded is not None and is_sharded(channel):
+                sharded.append(full_channel(channel))
+            else:
+                exact.append(full_channel(channel))
+        return exact, globs, sharded
 
     async def _subscribe(self, channels: list[str]) -> None:
         assert self._lock is not None
@@ -352,6 +377,9 @@ class RedisSubscriber:
     async def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         client, self._redis = self._redis, None
+        sharded, self._sharded = self._sharded, None
+        if sharded is not None:
+            await sharded.close()
         try:
             if pubsub is not None:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -375,10 +403,13 @@ class RedisSubscriber:
                     self._loop.create_task(self._after_reconnect())  # type: ignore[union-attr]
                 pubsub = self._pubsub
                 assert pubsub is not None
+                if self._sharded_lost is not None:
+                    raise self._sharded_lost
                 if not pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
-                message = await pubsub.get_message(timeout=1.0)
+                # With shard connections beside it, look at their health at least every 0.25 s.
+                message = await pubsub.get_message(timeout=1.0 if self._sharded is None else 0.25)
                 if message is not None:
                     await self._dispatch(message)
             except asyncio.CancelledError:
@@ -391,6 +422,10 @@ class RedisSubscriber:
             except Exception:
                 logger.exception("Unexpected error in the Pub/Sub receive loop; continuing.")
                 await asyncio.sleep(delay)
+
+    def _shard_lost(self, exc: BaseException) -> None:
+        """A shard connection died or its slot moved: the receive loop reconnects everything."""
+        self._sharded_lost = exc
 
     async def _after_reconnect(self) -> None:
         await self.wait_subscribed(*self._handlers)
@@ -408,13 +443,13 @@ class RedisSubscriber:
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
+        if kind == "message" or kind == "smessage":
             key = channel = self._name(message["channel"])
         elif kind == "pmessage":
             key = self._name(message["pattern"])
             channel = self._name(message["channel"])
         else:
-            if kind in ("subscribe", "psubscribe"):
+            if kind in ("subscribe", "psubscribe", "ssubscribe"):
                 self._confirmed.setdefault(self._name(message["channel"]), asyncio.Event()).set()
             return
         handlers = self._handlers.get(key)

