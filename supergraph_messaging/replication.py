@@ -10,7 +10,8 @@ many as the primary has connected (after a failover the new primary has
 none until the old one returns; the relay must not stop then).
 
 The connected count comes from ``ROLE`` in the same pipeline and is
-remembered per primary, so a node without replicas never pays a WAIT. When
+remembered per primary (asked once on its own the first time), so a node
+without replicas never pays a WAIT. When
 a replica appeared since the last batch, the batch was not waited for: it is
 refused, and the next round's append (a no-op that still writes, so WAIT
 covers it) is.
@@ -32,12 +33,22 @@ def wait_ms() -> int:
     return max(1, int(conf.socket_timeout * 1000 / 2))
 
 
-def begin(pipe: Any, node: str) -> int:
-    """Queue ``ROLE`` before the batch; returns how many replicas to WAIT for after it."""
+def begin(conn: Any, pipe: Any, node: str) -> int:
+    """Queue ``ROLE`` before the batch; returns how many replicas to WAIT for after it. A primary not
+    seen before is asked first, once: a WAIT for a replica it does not have would stall the batch for
+    the whole WAIT timeout."""
     wanted = conf.durable_replicas
-    if wanted:
-        pipe.execute_command("ROLE")
-    return min(wanted, _connected.get(node, wanted))
+    if not wanted:
+        return 0
+    if node not in _connected:
+        _connected[node] = _replicas(conn.execute_command("ROLE"))
+    pipe.execute_command("ROLE")
+    return min(wanted, _connected[node])
+
+
+def _replicas(role: Any) -> int:
+    """Connected replicas, from a primary's ``ROLE`` reply."""
+    return len(role[2]) if role and role[0] in (b"master", "master") else 0
 
 
 def end(pipe: Any, waiting: int) -> None:
@@ -51,9 +62,8 @@ def check(replies: list[Any], node: str, waiting: int) -> list[Any]:
     wanted = conf.durable_replicas
     if not wanted:
         return replies
-    role, acked = replies[0], int(replies[-1]) if waiting else 0
-    connected = len(role[2]) if role and role[0] in (b"master", "master") else 0
-    _connected[node] = connected
+    acked = int(replies[-1]) if waiting else 0
+    connected = _connected[node] = _replicas(replies[0])
     needed = min(wanted, connected)
     if acked < needed:
         raise NotReplicated(f"{acked} of the {needed} replica(s) of {node} that DURABLE_REPLICAS asks for "

@@ -164,7 +164,7 @@ def _append_on(conn: redis.Redis, calls: list[tuple[list[str], list[Any]]], node
 
     def run() -> list[Any]:
         pipe = conn.pipeline(transaction=False)
-        waiting = replication.begin(pipe, node)
+        waiting = replication.begin(conn, pipe, node)
         for script_keys, args in calls:
             pipe.evalsha(scripts.sha(APPEND), len(script_keys), *script_keys, *args)
         replication.end(pipe, waiting)
