@@ -53,6 +53,10 @@ def _token() -> str:
     return os.urandom(12).hex()
 
 
+def _lease_ms() -> int:
+    return int(conf.lease_ttl * 1000)
+
+
 class _Unavailable:
     """The reply of a script step that could not reach Redis (the breaker has been told)."""
 
@@ -132,20 +136,21 @@ class CachedFunction:
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
+            lease, token = lease_key(key, client.cluster), _token()
             try:
-                raw = client.redis.get(key)
+                reply = scripts.run(client.redis, scripts.ACQUIRE, [key, lease], [token, _lease_ms()])
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:
                 if breaker.failing:
                     breaker.record_success()
-                if raw is not None:
-                    value = self._decode(raw, key)
+                if type(reply) is bytes:
+                    value = self._decode(reply, key)
                     if value is not UNDECODABLE:
                         stats.incr(self.name, "hits")
                         return value
                 stats.incr(self.name, "misses")
-                return self._drive(self._fill_steps(key, raw, client.cluster), client, args, kwargs)
+                return self._drive(self._fill_steps(key, lease, token, reply), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(self.func(*args, **kwargs)))
 
@@ -179,6 +184,8 @@ class CachedFunction:
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
+            # A GET, not ACQUIRE as in call(): redis-py's asyncio client sends a script measurably slower
+            # than a GET (85 against 74 us, where the sync client shows no difference), and hits come first.
             try:
                 raw = await client.aredis.get(key)
             except REDIS_ERRORS as exc:
@@ -192,7 +199,8 @@ class CachedFunction:
                         stats.incr(self.name, "hits")
                         return value
                 stats.incr(self.name, "misses")
-                return await self._adrive(self._fill_steps(key, raw, client.cluster), client, args, kwargs)
+                steps = self._fill_steps(key, lease_key(key, client.cluster), _token(), raw)
+                return await self._adrive(steps, client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(await self.func(*args, **kwargs)))
 
@@ -242,42 +250,41 @@ class CachedFunction:
                            self.name, key, len(raw), raw[:20])
         return value
 
-    def _fill_steps(self, key: str, garbage: bytes | str | None = None,
-                    clustered: bool = False) -> Generator[Step, Any, Any]:
-        """The fill of a missed ``key``, as steps: ("script", src, keys, args), ("sleep", s), ("call",).
+    def _fill_steps(self, key: str, lease: str, token: str, reply: Any) -> Generator[Step, Any, Any]:
+        """The rest of a read that missed: ``reply`` is what its ACQUIRE replied (the lease taken, someone
+        else filling, or a value that is not JSON), or None after a GET that found nothing. As steps:
+        ("script", src, keys, args), ("sleep", s), ("call",).
 
         The sync and async drivers above execute the steps; the lease logic
         lives only here. The function's exception is thrown back in at
         "call"; a script that could not reach Redis replies ``UNAVAILABLE``.
         The function runs at most once per call, whatever Redis does.
         """
-        lease, token = lease_key(key, clustered), _token()
-        if garbage is not None:
-            yield ("script", scripts.DISCARD, [key], [garbage])
-        lease_ms = int(conf.lease_ttl * 1000)
         deadline = time.monotonic() + self._holder_wait()
         delay = WAIT_MIN
         while True:
-            reply = yield ("script", scripts.ACQUIRE, [key, lease], [token, lease_ms])
-            if reply is UNAVAILABLE:
-                stats.incr(self.name, "bypassed")
-                return loads(self._encode((yield ("call",))))
-            if reply[0] == 1:
-                value = self._decode(reply[1], key)
+            if reply is None:
+                reply = yield ("script", scripts.ACQUIRE, [key, lease], [token, _lease_ms()])
+                if reply is UNAVAILABLE:
+                    stats.incr(self.name, "bypassed")
+                    return loads(self._encode((yield ("call",))))
+            if type(reply) is bytes:
+                value = self._decode(reply, key)
                 if value is not UNDECODABLE:
                     return value  # another filler finished meanwhile
-                yield ("script", scripts.DISCARD, [key], [reply[1]])
+                yield ("script", scripts.DISCARD, [key], [reply])
                 if time.monotonic() > deadline:
                     return loads(self._encode((yield ("call",))))
-                continue
-            if reply[0] == 2:
+            elif reply == 2:
                 break  # the lease is ours
-            stats.incr(self.name, "lease_waits")
-            if time.monotonic() > deadline:
-                # The lease holder is stuck; serve a fresh value without caching it.
-                return loads(self._encode((yield ("call",))))
-            yield ("sleep", delay)
-            delay = min(delay * 2, WAIT_MAX)
+            else:
+                stats.incr(self.name, "lease_waits")
+                if time.monotonic() > deadline:
+                    # The lease holder is stuck; serve a fresh value without caching it.
+                    return loads(self._encode((yield ("call",))))
+                yield ("sleep", delay)
+                delay = min(delay * 2, WAIT_MAX)
+            reply = None
         started = time.monotonic()
         try:
             result = yield ("call",)

@@ -222,3 +222,55 @@ def test_redefining_a_cached_function_replaces_its_template() -> None:
             return x
 
     assert sum(r.template.template == "redef:{x}" for r in templates) == 1
+
+
+@pytest.mark.topology("single")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_miss_costs_two_round_trips_and_a_hit_one(own_redis: Any, mode: str) -> None:
+    """A sync read that misses takes the lease too (ACQUIRE), so a miss + fill is two commands, as a plain
+    GET + SET is; a hit is one."""
+    from django.test import override_settings
+
+    from supergraph_messaging import scripts
+    from supergraph_messaging.connection import reset_clients
+
+    conn = own_redis.client()
+    for src in (scripts.ACQUIRE, scripts.FILL):
+        conn.script_load(src)
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):
+        reset_clients()
+
+        if mode == "sync":
+            @redis_cache(key="rt:{n}", ttl=60)
+            def item(n: int) -> dict[str, int]:
+                return {"n": n}
+
+            conn.config_resetstat()
+            assert item(1) == {"n": 1}
+            misses = _commands(conn)
+            assert item(1) == {"n": 1}
+        else:
+            @redis_cache(key="rt:{n}", ttl=60)
+            async def aitem(n: int) -> dict[str, int]:
+                return {"n": n}
+
+            conn.config_resetstat()
+            assert await aitem(1) == {"n": 1}
+            misses = _commands(conn)
+            assert await aitem(1) == {"n": 1}
+        total = _commands(conn)
+    reset_clients()
+    # (commandstats counts the commands inside the scripts too: ACQUIRE = GET + SET NX, FILL = GET of the
+    # lease + SET + DEL.) Async reads GET first (see scripts.ACQUIRE): one round trip more on a miss.
+    if mode == "sync":
+        assert misses == {"evalsha": 2, "get": 2, "set": 2, "del": 1}
+        assert total == {"evalsha": 3, "get": 3, "set": 2, "del": 1}  # and ACQUIRE (a hit: its GET)
+    else:
+        assert misses == {"evalsha": 2, "get": 3, "set": 2, "del": 1}
+        assert total == {"evalsha": 2, "get": 4, "set": 2, "del": 1}  # and a GET (a hit)
+
+
+def _commands(conn: Any) -> dict[str, int]:
+    skip = {"config|resetstat", "info", "hello", "client|setinfo", "ping", "select"}
+    return {name.removeprefix("cmdstat_"): s["calls"] for name, s in conn.info("commandstats").items()
+            if name.removeprefix("cmdstat_") not in skip}
