@@ -37,6 +37,24 @@ async def ainterleaved(variants: dict[str, Callable[[], Awaitable[Any]]], n: int
     return {k: median(v) for k, v in samples.items()}
 
 
+def _near_watching() -> bool:
+    from supergraph_messaging import get_redis_client
+    from supergraph_messaging.near import near_cache
+
+    return near_cache(get_redis_client()).watching
+
+
+def _warm_near(read: Callable[[], Any]) -> None:
+    """Until the near cache watches and holds the value (the fill's own invalidation has passed)."""
+    read()
+    deadline = time.monotonic() + 5
+    while not _near_watching() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(3):
+        read()
+        time.sleep(0.05)
+
+
 def bench_hits(url: str) -> dict[str, float]:
     import redis
     from django.core.cache import cache as dj_cache
@@ -49,11 +67,17 @@ def bench_hits(url: str) -> dict[str, float]:
     def ours(mac: str) -> dict[str, Any]:
         return VALUE
 
+    @redis_cache(key="bench:near:{mac}", local=True)
+    def near(mac: str) -> dict[str, Any]:
+        return VALUE
+
     ours("AA")
+    _warm_near(lambda: near("AA"))
     dj_cache.set("bench:dj", VALUE, 3600)
     raw_key = "bench:mac:AA"
     return interleaved({
         "ours_sync": lambda: ours("AA"),
+        "near_sync": lambda: near("AA"),
         "raw_sync": lambda: json.loads(raw.get(raw_key)),
         "django_redis": lambda: dj_cache.get("bench:dj"),
     }, HITS)
@@ -61,30 +85,54 @@ def bench_hits(url: str) -> dict[str, float]:
 
 async def abench_hits(url: str) -> dict[str, float]:
     import redis.asyncio as aioredis
+    from cashews import Cache
     from cashews import cache as cashews_cache
 
     from supergraph_messaging import redis_cache
 
     raw = aioredis.Redis.from_url(url)
     cashews_cache.setup(url, client_side=False)
+    cashews_near = Cache()
+    cashews_near.setup(url, client_side=True)  # the same BCAST tracking as ours (cashews:* keys)
 
     @redis_cache(key="bench:amac:{mac}")
     async def ours(mac: str) -> dict[str, Any]:
+        return VALUE
+
+    @redis_cache(key="bench:anear:{mac}", local=True)
+    async def near(mac: str) -> dict[str, Any]:
         return VALUE
 
     @cashews_cache(ttl="1h", key="bench:cashews:{mac}")
     async def theirs(mac: str) -> dict[str, Any]:
         return VALUE
 
+    @cashews_near(ttl="1h", key="cashews:near:{mac}")
+    async def theirs_near(mac: str) -> dict[str, Any]:
+        return VALUE
+
     await ours("AA")
     await theirs("AA")
+    for _ in range(3):
+        await theirs_near("AA")
+        await asyncio.sleep(0.05)
+    await near("AA")
+    deadline = time.monotonic() + 5
+    while not _near_watching() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    for _ in range(3):
+        await near("AA")
+        await asyncio.sleep(0.05)
     out = await ainterleaved({
         "ours_async": lambda: ours("AA"),
         "raw_async": lambda: _aget(raw, "bench:amac:AA"),
         "cashews": lambda: theirs("AA"),
+        "near_async": lambda: near("AA"),
+        "cashews_near": lambda: theirs_near("AA"),
     }, HITS)
     await raw.aclose()
     await cashews_cache.close()
+    await cashews_near.close()
     return out
 
 
@@ -165,6 +213,9 @@ def main() -> None:
         ("hit, async  @redis_cache", "ours_async", "raw async GET+json.loads", "raw_async", "goal <= 1.10"),
         ("hit, async  @redis_cache", "ours_async", "cashews @cache", "cashews", ""),
         ("miss+fill   @redis_cache", "ours_miss", "raw GET+SET", "raw_miss", "goal <= 1.25"),
+        ("near hit, sync  local=True", "near_sync", "raw GET+json.loads", "raw_sync", "goal <= 0.05"),
+        ("near hit, async local=True", "near_async", "raw async GET+json.loads", "raw_async", "goal <= 0.05"),
+        ("near hit, async local=True", "near_async", "cashews client_side=True", "cashews_near", ""),
     ]
     for label, ours, anchor_label, anchor, goal in rows:
         print(f"  {label} {m[ours]:8.1f} us  vs {anchor_label:26} {m[anchor]:8.1f} us  "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from . import scripts, slots
+from . import near, scripts, slots
 from .conf import conf
 from .connection import RedisClient, get_redis_client
 from .keys import escape_glob, full_key, is_lease, lease_key
@@ -51,9 +51,14 @@ class CacheManager:
     naming the URL (``@redis_cache`` is the fail-open layer, not this).
     """
 
-    def __init__(self, prefix: str | None = None, url: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, url: str | None = None, local: bool = False) -> None:
+        """``local=True``: reads are served from this process's near cache when it holds the key
+        (:mod:`.near`), coherent with every writer through Redis's invalidations."""
         self.prefix = prefix
         self.url = url
+        self.local = local
+        if local:
+            near.watch(f"{prefix}:" if prefix else "")
 
     def __repr__(self) -> str:
         return f"CacheManager(prefix={self.prefix!r})"
@@ -86,22 +91,42 @@ class CacheManager:
     # -- sync ---------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         client = self.client
-        with client.boundary:
-            raw = client.redis.get(self.key(key))
+        full = self.key(key)
+        if not self.local:
+            with client.boundary:
+                raw = client.redis.get(full)
+            return default if raw is None else self._decode(raw, key, default)
+        cache = near.near_cache(client)
+        raw = cache.get(full)
+        if raw is None:
+            mark = cache.begin(full)
+            reply: Any = None
+            try:
+                with client.boundary:
+                    pipe: Any = client.redis.pipeline(transaction=False)
+                    reply = pipe.get(full).pttl(full).execute()
+            finally:
+                if mark is not None:
+                    cache.end(full, mark, *(reply or (None, -2)))
+            raw = reply[0]
         return default if raw is None else self._decode(raw, key, default)
 
     def set(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         """Write ``value``; also cancels any fill in progress (its lease)."""
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
-        with client.boundary:
-            if client.cluster:
-                scripts.run(client.redis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
-                return
-            pipe = client.redis.pipeline(transaction=True)
-            pipe.set(full, payload, px=ms or None)
-            pipe.delete(lease_key(full))
-            pipe.execute()
+        try:
+            with client.boundary:
+                if client.cluster:
+                    scripts.run(client.redis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
+                    return
+                pipe = client.redis.pipeline(transaction=True)
+                pipe.set(full, payload, px=ms or None)
+                pipe.delete(lease_key(full))
+                pipe.execute()
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget(client, full)
 
     def invalidate(self, *keys: str) -> int:
         """Delete keys (and their leases); returns how many values existed."""
@@ -109,21 +134,29 @@ class CacheManager:
             return 0
         full = [self.key(k) for k in keys]
         client = self.client
-        with client.boundary:
-            if client.cluster:
-                return slots.invalidate(client.redis, full)
-            pipe = client.redis.pipeline(transaction=True)
-            pipe.unlink(*full)
-            pipe.unlink(*[lease_key(k) for k in full])
-            return int(pipe.execute()[0])
+        try:
+            with client.boundary:
+                if client.cluster:
+                    return slots.invalidate(client.redis, full)
+                pipe = client.redis.pipeline(transaction=True)
+                pipe.unlink(*full)
+                pipe.unlink(*[lease_key(k) for k in full])
+                return int(pipe.execute()[0])
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget(client, *full)
 
     def invalidate_pattern(self, pattern: str) -> int:
         """Delete every key matching the glob (``SCAN`` + batched ``UNLINK``, never ``KEYS``)."""
         client = self.client
-        with client.boundary:
-            if client.cluster:
-                return slots.unlink_matching(client.redis, self._pattern(pattern))
-            return unlink_matching(client.redis, self._pattern(pattern))
+        try:
+            with client.boundary:
+                if client.cluster:
+                    return slots.unlink_matching(client.redis, self._pattern(pattern))
+                return unlink_matching(client.redis, self._pattern(pattern))
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget_matching(client, self._pattern(pattern))
 
     def ttl(self, key: str) -> int | None:
         """Seconds left; ``None`` when the key is missing or never expires."""
@@ -142,46 +175,74 @@ class CacheManager:
     # -- async --------------------------------------------------------------
     async def aget(self, key: str, default: Any = None) -> Any:
         client = self.client
-        with client.boundary:
-            raw = await client.aredis.get(self.key(key))
+        full = self.key(key)
+        if not self.local:
+            with client.boundary:
+                raw = await client.aredis.get(full)
+            return default if raw is None else self._decode(raw, key, default)
+        cache = near.near_cache(client)
+        raw = cache.get(full)
+        if raw is None:
+            mark = cache.begin(full)
+            reply: Any = None
+            try:
+                with client.boundary:
+                    apipe: Any = client.aredis.pipeline(transaction=False)
+                    reply = await apipe.get(full).pttl(full).execute()
+            finally:
+                if mark is not None:
+                    cache.end(full, mark, *(reply or (None, -2)))
+            raw = reply[0]
         return default if raw is None else self._decode(raw, key, default)
 
     async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
-        with client.boundary:
-            if client.cluster:
-                await scripts.arun(client.aredis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
-                return
-            pipe = client.aredis.pipeline(transaction=True)
-            pipe.set(full, payload, px=ms or None)
-            pipe.delete(lease_key(full))
-            await pipe.execute()
+        try:
+            with client.boundary:
+                if client.cluster:
+                    await scripts.arun(client.aredis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
+                    return
+                pipe = client.aredis.pipeline(transaction=True)
+                pipe.set(full, payload, px=ms or None)
+                pipe.delete(lease_key(full))
+                await pipe.execute()
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget(client, full)
 
     async def ainvalidate(self, *keys: str) -> int:
         if not keys:
             return 0
         full = [self.key(k) for k in keys]
         client = self.client
-        with client.boundary:
-            if client.cluster:
-                return await slots.ainvalidate(client.aredis, full)
-            pipe = client.aredis.pipeline(transaction=True)
-            pipe.unlink(*full)
-            pipe.unlink(*[lease_key(k) for k in full])
-            return int((await pipe.execute())[0])
+        try:
+            with client.boundary:
+                if client.cluster:
+                    return await slots.ainvalidate(client.aredis, full)
+                pipe = client.aredis.pipeline(transaction=True)
+                pipe.unlink(*full)
+                pipe.unlink(*[lease_key(k) for k in full])
+                return int((await pipe.execute())[0])
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget(client, *full)
 
     async def ainvalidate_pattern(self, pattern: str) -> int:
         client = self.client
         conn = client.aredis
-        with client.boundary:
-            if client.cluster:
-                return await slots.aunlink_matching(conn, self._pattern(pattern))
+        try:
+            with client.boundary:
+                if client.cluster:
+                    return await slots.aunlink_matching(conn, self._pattern(pattern))
 
-            async def unlink(batch: list[bytes]) -> int:
-                return int(await conn.unlink(*batch))
+                async def unlink(batch: list[bytes]) -> int:
+                    return int(await conn.unlink(*batch))
 
-            return await slots.aunlink_scanned(conn, self._pattern(pattern), unlink)
+                return await slots.aunlink_scanned(conn, self._pattern(pattern), unlink)
+        finally:
+            # after the write: a read that raced it may have kept the old value meanwhile
+            near.forget_matching(client, self._pattern(pattern))
 
     async def attl(self, key: str) -> int | None:
         client = self.client

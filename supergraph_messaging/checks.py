@@ -127,6 +127,16 @@ def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
         )
     elif topology.is_cluster(url):
         errors += _check_cluster_prefix(raw)
+        from . import near
+
+        if near._prefixes:
+            errors.append(
+                Warning(
+                    "local=True (the near cache) has no effect on a Redis Cluster yet: those reads go to Redis.",
+                    hint="Tracking is per node on a Cluster; use one node or Sentinel for the near cache.",
+                    id="supergraph_messaging.W013",
+                )
+            )
     elif conf.sharded_channels:
         errors.append(
             Warning(

@@ -140,6 +140,9 @@ SETTINGS: dict[str, Setting] = {
                            doc="Outbox rows one relay round takes."),
     "RELAY_POLL_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
                                    doc="How often the relay looks for rows nobody relayed (a crash, an outage)."),
+    "NEAR_CACHE_SIZE": Setting(10_000, "a positive integer", is_positive_int,
+                               doc="Values each process keeps in its near cache (local=True), least recently "
+                                   "used dropped first."),
     "SHARDED_CHANNELS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
                                 doc="On a Cluster, exact channels matching one of these use sharded Pub/Sub "
                                     "(SPUBLISH/SSUBSCRIBE on their slot's node); glob subscriptions never see "
@@ -367,6 +370,10 @@ class Settings:
     @property
     def relay_poll_interval(self) -> float:
         return float(self._get("RELAY_POLL_INTERVAL"))
+
+    @property
+    def near_cache_size(self) -> int:
+        return int(self._get("NEAR_CACHE_SIZE"))
 
     @property
     def sharded_channels(self) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -130,6 +131,8 @@ class RedisClient:
         self._pubsub_clients: weakref.WeakKeyDictionary[aioredis.Redis, asyncio.AbstractEventLoop] = (
             weakref.WeakKeyDictionary()
         )
+        #: Called (on the Sentinel watcher's thread) when the primary moved: the near cache resubscribes.
+        self.on_failover: list[Callable[[], None]] = []
         self._pin: tuple[tuple[str, int], float] | None = None  # the announced primary, trusted until
         #: A Redis Cluster: multi-key work goes per slot, SCANs per primary, Pub/Sub to any node.
         self.cluster = topology.is_cluster(url)
@@ -205,6 +208,8 @@ class RedisClient:
         for _loop, client in self._all_clients():
             self._follow(client)  # clients made from now on are followed as they are made
         self._drop_connections()
+        for hook in self.on_failover:
+            hook()
         for delay in FOLLOW_UP_DROPS:
             timer = threading.Timer(delay, self._drop_connections)
             timer.daemon = True

@@ -23,7 +23,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from asgiref.sync import markcoroutinefunction
 
-from . import scripts, stats
+from . import near, scripts, stats
 from .cache import DEFAULT, TTL, CacheManager, ttl_ms
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
@@ -57,6 +57,14 @@ def _lease_ms() -> int:
     return int(conf.lease_ttl * 1000)
 
 
+def _kept(cache: near.NearCache, key: str, mark: int | None, reply: Any) -> Any:
+    """Give the near cache what an ACQUIRE_TTL returned; the reply as ACQUIRE would have returned it."""
+    hit = type(reply) is list
+    if mark is not None:
+        cache.end(key, mark, reply[0] if hit else None, int(reply[1]) if hit else -2)
+    return reply[0] if hit else reply
+
+
 class _Unavailable:
     """The reply of a script step that could not reach Redis (the breaker has been told)."""
 
@@ -72,7 +80,7 @@ Step = tuple[Any, ...]
 class CachedFunction:
     """The state shared by the sync and async wrappers of one decorated function."""
 
-    def __init__(self, func: Callable[..., Any], key: str, ttl: TTL, cache_none: bool) -> None:
+    def __init__(self, func: Callable[..., Any], key: str, ttl: TTL, cache_none: bool, local: bool = False) -> None:
         from .binding import ArgBinder
 
         self.func = func
@@ -80,7 +88,10 @@ class CachedFunction:
         self.binder = ArgBinder(func)
         self.ttl = ttl
         self.cache_none = cache_none
+        self.local = local
         self.name = self.template.template
+        if local:
+            near.watch(self.template.template.split("{", 1)[0])
         self.reported_undecodable = False
         self.recent_duration: float | None = None  # moving average of the function's run time, seconds
         self.is_async = inspect.iscoroutinefunction(func)
@@ -136,9 +147,23 @@ class CachedFunction:
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
+            cache = near.near_cache(client) if self.local else None
+            if cache is not None and (raw := cache.get(key)) is not None:
+                value = self._decode(raw, key)
+                if value is not UNDECODABLE:
+                    stats.incr(self.name, "hits")
+                    return value
             lease, token = lease_key(key, client.cluster), _token()
             try:
-                reply = scripts.run(client.redis, scripts.ACQUIRE, [key, lease], [token, _lease_ms()])
+                if cache is None:
+                    reply = scripts.run(client.redis, scripts.ACQUIRE, [key, lease], [token, _lease_ms()])
+                else:
+                    mark = cache.begin(key)
+                    reply = None
+                    try:
+                        reply = scripts.run(client.redis, scripts.ACQUIRE_TTL, [key, lease], [token, _lease_ms()])
+                    finally:
+                        reply = _kept(cache, key, mark, reply)
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:
@@ -184,23 +209,39 @@ class CachedFunction:
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
+            cache = near.near_cache(client) if self.local else None
+            if cache is not None and (raw := cache.get(key)) is not None:
+                value = self._decode(raw, key)
+                if value is not UNDECODABLE:
+                    stats.incr(self.name, "hits")
+                    return value
             # A GET, not ACQUIRE as in call(): redis-py's asyncio client sends a script measurably slower
             # than a GET (85 against 74 us, where the sync client shows no difference), and hits come first.
+            # (With a near cache Redis is asked only on a local miss: then ACQUIRE_TTL, which takes the lease.)
+            lease, token = lease_key(key, client.cluster), _token()
+            reply: Any = None
             try:
-                raw = await client.aredis.get(key)
+                if cache is None:
+                    reply = await client.aredis.get(key)
+                else:
+                    mark = cache.begin(key)
+                    try:
+                        reply = await scripts.arun(client.aredis, scripts.ACQUIRE_TTL, [key, lease],
+                                                   [token, _lease_ms()])
+                    finally:
+                        reply = _kept(cache, key, mark, reply)
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:
                 if breaker.failing:
                     breaker.record_success()
-                if raw is not None:
-                    value = self._decode(raw, key)
+                if type(reply) is bytes:
+                    value = self._decode(reply, key)
                     if value is not UNDECODABLE:
                         stats.incr(self.name, "hits")
                         return value
                 stats.incr(self.name, "misses")
-                steps = self._fill_steps(key, lease_key(key, client.cluster), _token(), raw)
-                return await self._adrive(steps, client, args, kwargs)
+                return await self._adrive(self._fill_steps(key, lease, token, reply), client, args, kwargs)
         stats.incr(self.name, "bypassed")
         return loads(self._encode(await self.func(*args, **kwargs)))
 
@@ -379,13 +420,15 @@ def redis_cache(
     invalidate_on: Iterable[str] = (),
     cache_none: bool = False,
     invalidate_on_missing: str = "pattern",
+    local: bool = False,
 ) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
     """Cache a function's JSON-able result in Redis under ``key`` (a template).
 
     ``ttl`` omitted uses ``DEFAULT_TTL``; ``ttl=None`` never expires.
     ``invalidate_on`` channels delete the key when their events arrive; an
     event missing a placeholder invalidates every key of the template by
-    pattern, or nothing with ``invalidate_on_missing="skip"``.
+    pattern, or nothing with ``invalidate_on_missing="skip"``. ``local=True`` keeps hot values in
+    this process's memory too, coherent through Redis's invalidations (:mod:`.near`).
     """
     if invalidate_on_missing not in ("pattern", "skip"):
         raise ValueError(f"invalidate_on_missing must be 'pattern' or 'skip', not {invalidate_on_missing!r}.")
@@ -394,7 +437,7 @@ def redis_cache(
     channels = tuple(invalidate_on)
 
     def decorator(func: Callable[P, R]) -> CachedCallable[P, R]:
-        cached = CachedFunction(func, key, ttl, cache_none)
+        cached = CachedFunction(func, key, ttl, cache_none, local)
         source = f"{getattr(func, '__module__', '?')}.{cached.binder.func_name}"
         register(Registration(cached.template, channels, source, ttl=ttl, on_missing=invalidate_on_missing))
         wrapper: CachedCallable[P, R] = CachedCallable(cached)

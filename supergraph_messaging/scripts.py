@@ -29,6 +29,15 @@ return 0
 """
 
 
+# ACQUIRE for a near cache (local=True): a hit also says how long the value has left -> {value, pttl}
+ACQUIRE_TTL = """
+local v = redis.call('GET', KEYS[1])
+if v then return {v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 2 end
+return 0
+"""
+
+
 def _write_and_drop_lease(value: int, ttl: int) -> str:
     """Lua: SET KEYS[1] to ARGV[value] (PX ARGV[ttl] unless 0), delete the lease KEYS[2], return 1."""
     return f"""

@@ -35,9 +35,10 @@ class Source:
 
 def run_harness(
     get: Callable[[], int], invalidate: Callable[[], None], source: Source, conn: Any,
-    rounds: int, readers: int = 4, reads: int = 20, writes: int = 5,
+    rounds: int, readers: int = 4, reads: int = 20, writes: int = 5, settled: Callable[[], int] | None = None,
 ) -> tuple[int, int]:
-    """Returns (operations, stale rounds): after each quiescent round, cache == source?"""
+    """Returns (operations, stale rounds): after each quiescent round, cache == source (and ``settled()``,
+    a read through the cache, == source)?"""
     operations = stale = 0
     for _ in range(rounds):
         def reader() -> None:
@@ -57,7 +58,7 @@ def run_harness(
             t.join()
         operations += readers * reads + writes
         raw = conn.get(KEY)
-        if raw is not None and int(raw) != source.read():
+        if (raw is not None and int(raw) != source.read()) or (settled is not None and settled() != source.read()):
             stale += 1
     return operations, stale
 
@@ -96,6 +97,32 @@ def test_stale_set_race_leases_vs_plain_cache(redis_conn: Any, topology: str) ->
     assert ops >= 10_000
     assert stale == 0
     assert plain_stale > 0, "the harness failed to provoke the race it guards against"
+
+
+@pytest.mark.slow
+@pytest.mark.topology("single")
+def test_stale_set_race_with_the_near_cache(redis_conn: Any) -> None:
+    """The same race with local=True: neither Redis nor this process's memory keeps a value older than the
+    last invalidation (a fill that read the source before it is kept nowhere)."""
+    from supergraph_messaging.connection import get_redis_client
+    from supergraph_messaging.near import near_cache
+    from tests.conftest import wait_for
+
+    source = Source()
+
+    @redis_cache(key=KEY, local=True)
+    def leased() -> int:
+        value = source.read()
+        time.sleep(random.uniform(0, 0.001))
+        return value
+
+    cache = near_cache(get_redis_client())
+    wait_for(lambda: cache.watching, timeout=5)
+    ops, stale = run_harness(leased, leased.invalidate, source, redis_conn, rounds=120, settled=leased)
+    print(f"\nstale rounds with the near cache: {stale} of 120 ({ops} ops; copies kept {len(cache)}, "
+          f"invalidations received {cache.invalidations})")
+    assert ops >= 10_000
+    assert stale == 0
 
 
 def test_stampede_threads_compute_once(redis_conn: Any) -> None:
