@@ -219,7 +219,7 @@ def main() -> None:
     ]
     for label, ours, anchor_label, anchor, goal in rows:
         print(f"  {label} {m[ours]:8.1f} us  vs {anchor_label:26} {m[anchor]:8.1f} us  "
-              f"ratio {m[ours] / m[anchor]:.2f}x  {goal}")
+              f"ratio {m[ours] / m[anchor]:.{3 if m[ours] < 0.1 * m[anchor] else 2}f}x  {goal}")
     print(f"  invalidate_pattern {m['ours_pattern']:.2f} s  vs django-redis delete_pattern "
           f"{m['django_redis_pattern']:.2f} s  speed-up {m['django_redis_pattern'] / m['ours_pattern']:.1f}x"
           "  (goal >= 2)")
