@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from . import events, invalidation, keyspace, outbox, slots, stats, streaminfo
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
-from .keys import LEASE_SUFFIX, escape_glob
+from .keys import LEASE_SUFFIX, VERSION_SUFFIX, escape_glob
 from .models import CacheKey, OutboxEvent
 from .pubsub import get_global_subscriber
 from .subscriptions import describe
@@ -145,7 +145,7 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 deleted = slots.invalidate(client.redis, [k.decode(errors="surrogateescape") for k in keys])
             else:
                 deleted = int(client.redis.unlink(*keys))
-                client.redis.unlink(*[k + LEASE_SUFFIX.encode() for k in keys])
+                client.redis.unlink(*[k + suffix.encode() for k in keys for suffix in (LEASE_SUFFIX, VERSION_SUFFIX)])
         except REDIS_ERRORS as exc:
             self._redis_error(request, exc)
             return HttpResponseRedirect(back)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+import redis
+
 from . import near, scripts, slots
 from .conf import conf
 from .connection import RedisClient, get_redis_client
-from .keys import escape_glob, full_key, is_lease, lease_key
+from .keys import escape_glob, full_key, is_lease, lease_key, version_key
 from .serialization import UNDECODABLE, decode_or_undecodable, dumps
 from .slots import SCAN_COUNT
 
@@ -111,19 +113,17 @@ class CacheManager:
             raw = reply[0]
         return default if raw is None else self._decode(raw, key, default)
 
-    def set(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
-        """Write ``value``; also cancels any fill in progress (its lease)."""
+    def set(self, key: str, value: Any, ttl: TTL = DEFAULT, version: str | None = None) -> None:
+        """Write ``value``; also cancels any fill in progress (its lease). ``version``: the id of the
+        change the value was built from (``CacheSync`` passes its event's id): that change's own
+        invalidation leaves the value in place instead of deleting what it just wrote."""
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
+        cluster = client.cluster
         try:
             with client.boundary:
-                if client.cluster:
-                    scripts.run(client.redis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
-                    return
-                pipe = client.redis.pipeline(transaction=True)
-                pipe.set(full, payload, px=ms or None)
-                pipe.delete(lease_key(full))
-                pipe.execute()
+                scripts.run(client.redis, scripts.SET, [full, lease_key(full, cluster), version_key(full, cluster)],
+                            [payload, ms, version or ""])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
             near.forget(client, full)
@@ -140,7 +140,7 @@ class CacheManager:
                     return slots.invalidate(client.redis, full)
                 pipe = client.redis.pipeline(transaction=True)
                 pipe.unlink(*full)
-                pipe.unlink(*[lease_key(k) for k in full])
+                pipe.unlink(*[lease_key(k) for k in full], *[version_key(k) for k in full])
                 return int(pipe.execute()[0])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
@@ -195,18 +195,15 @@ class CacheManager:
             raw = reply[0]
         return default if raw is None else self._decode(raw, key, default)
 
-    async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT) -> None:
+    async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT, version: str | None = None) -> None:
         full, payload, ms = self.key(key), dumps(value), ttl_ms(ttl)
         client = self.client
+        cluster = client.cluster
         try:
             with client.boundary:
-                if client.cluster:
-                    await scripts.arun(client.aredis, scripts.SET, [full, lease_key(full, True)], [payload, ms])
-                    return
-                pipe = client.aredis.pipeline(transaction=True)
-                pipe.set(full, payload, px=ms or None)
-                pipe.delete(lease_key(full))
-                await pipe.execute()
+                await scripts.arun(client.aredis, scripts.SET,
+                                   [full, lease_key(full, cluster), version_key(full, cluster)],
+                                   [payload, ms, version or ""])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
             near.forget(client, full)
@@ -222,11 +219,39 @@ class CacheManager:
                     return await slots.ainvalidate(client.aredis, full)
                 pipe = client.aredis.pipeline(transaction=True)
                 pipe.unlink(*full)
-                pipe.unlink(*[lease_key(k) for k in full])
+                pipe.unlink(*[lease_key(k) for k in full], *[version_key(k) for k in full])
                 return int((await pipe.execute())[0])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
             near.forget(client, *full)
+
+    async def ainvalidate_unless(self, keys: list[str], version: str) -> int:
+        """Delete keys, except those the change ``version`` itself wrote (``set(..., version=...)``):
+        the invalidation published for a change must not undo the cache write made for it."""
+        if not keys:
+            return 0
+        full = [self.key(k) for k in keys]
+        client = self.client
+        cluster = client.cluster
+        conn = client.aredis
+
+        async def run() -> list[Any]:
+            pipe = conn.pipeline(transaction=False)
+            for key in full:
+                pipe.execute_command("EVALSHA", scripts.sha(scripts.INVALIDATE_UNLESS), 3, key,
+                                     lease_key(key, cluster), version_key(key, cluster), version)
+            return list(await pipe.execute())
+
+        try:
+            with client.boundary:
+                try:
+                    replies = await run()
+                except redis.exceptions.NoScriptError:  # a restarted Redis forgot it
+                    await conn.script_load(scripts.INVALIDATE_UNLESS)
+                    replies = await run()
+        finally:
+            near.forget(client, *full)
+        return sum(int(n) for n in replies)
 
     async def ainvalidate_pattern(self, pattern: str) -> int:
         client = self.client

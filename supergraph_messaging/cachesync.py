@@ -15,6 +15,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
+from . import changes
 from .cache import DEFAULT, TTL, CacheManager
 from .connection import REDIS_ERRORS
 from .fields import field_value
@@ -83,6 +84,7 @@ class CacheSync:
         return self.template.fill({root: field_value(instance, root) for root in self.template.roots})
 
     def _pre_save(self, sender: Any, instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+        changes.begin(instance)
         # Remember the stored key fields: if one changes, the old key must go.
         if instance._state.adding or instance.pk is None:
             return
@@ -95,14 +97,14 @@ class CacheSync:
             instance.__dict__.setdefault(_OLD_KEY_ATTR, {})[self.template.template] = old
 
     def _post_save(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
-        new_key, data = self.key(instance), self.data(instance)
+        new_key, data, change = self.key(instance), self.data(instance), changes.of(instance)
         olds = instance.__dict__.get(_OLD_KEY_ATTR, {})
         old_key = olds.pop(self.template.template, None)
 
         def write() -> None:
             if old_key is not None and old_key != new_key:
                 self._apply(old_key, lambda: self.cache.invalidate(old_key))
-            self._apply(new_key, lambda: self.cache.set(new_key, data, ttl=self.ttl))
+            self._apply(new_key, lambda: self.cache.set(new_key, data, ttl=self.ttl, version=change))
 
         transaction.on_commit(write, using=using)
 

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from . import outbox
+from . import changes, outbox
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import MessagingError
@@ -105,13 +105,16 @@ def make_event(
     entity: str,
     data: Mapping[str, Any],
     before: Mapping[str, Any] | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
+    """``event_id``: the change's id when a save made one (:mod:`.changes`), so that a ``CacheSync``
+    write for the same save is recognised by the invalidation this event causes."""
     payload = config.restrict(data)
     meta: dict[str, Any] = {
         "event": channel,
         "action": action,
         "entity": entity,
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "ts": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
     }
     if before is not None:
@@ -268,6 +271,7 @@ class ModelEvents:
         return {name: field_value(instance, name) for name in self.config.payload_fields}
 
     def _pre_save(self, sender: Any, instance: models.Model, **kwargs: Any) -> None:
+        changes.begin(instance)
         if instance._state.adding or instance.pk is None or not self.config.channel_for("update"):
             return
         if _is_suppressed(self.model, "save"):
@@ -288,7 +292,8 @@ class ModelEvents:
         if channel is None:
             return
         data = self.data(instance)
-        event = make_event(self.config, action, channel, self.entity, data, before if action == "update" else None)
+        event = make_event(self.config, action, channel, self.entity, data, before if action == "update" else None,
+                           changes.of(instance))
         publish_on_commit(channel, event, using=using)
 
     def _post_delete(self, sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:

@@ -149,14 +149,26 @@ def _keys_for_values(template: KeyTemplate, values: Mapping[str, Any],
 async def invalidate_for_event(channel: str, payload: Any) -> int:
     manager = CacheManager()
     deleted = 0
+    change = _change_of(payload)
     for template, on_missing in _by_channel.get(channel, ()):
         keys, patterns = keys_for(template, payload, on_missing)
-        if keys:
+        if keys and change:
+            # A key the producer's CacheSync rewrote for this very change stays: deleting it would only
+            # cost the next reader a miss (a fallback to the producing service) for the same data.
+            deleted += await manager.ainvalidate_unless(sorted(keys), change)
+        elif keys:
             deleted += await manager.ainvalidate(*keys)
         for pattern in patterns:
             deleted += await manager.ainvalidate_pattern(pattern)
         stats.incr(template.template, "invalidations", len(keys) + len(patterns))
     return deleted
+
+
+def _change_of(payload: Any) -> str | None:
+    """The id of the change an event announces (``_meta.event_id``, as ``CacheSync`` stamps its writes)."""
+    meta = payload.get("_meta") if isinstance(payload, dict) else None
+    change = meta.get("event_id") if isinstance(meta, dict) else None
+    return change if isinstance(change, str) and change else None
 
 
 async def _on_event(payload: Any, channel: str) -> None:

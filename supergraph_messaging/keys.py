@@ -20,6 +20,9 @@ from .conf import conf
 from .exceptions import CacheKeyError
 
 LEASE_SUFFIX = "~lease"
+#: Where the stamp of the change that wrote a value lives (CacheSync): an invalidation published for
+#: that same change leaves the value alone (see invalidation.py).
+VERSION_SUFFIX = "~ver"
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _formatter = string.Formatter()
 
@@ -39,30 +42,41 @@ def lease_key(key: str, clustered: bool = False) -> str:
     the key's slot (``cam:mac:AA~lease{1a2}``), unless the key has a tag of its
     own, which the suffix keeps.
     """
+    return _auxiliary(key, LEASE_SUFFIX, clustered)
+
+
+def version_key(key: str, clustered: bool = False) -> str:
+    """Where the stamp of the change that wrote ``key`` lives; in ``key``'s slot like its lease."""
+    return _auxiliary(key, VERSION_SUFFIX, clustered)
+
+
+def _auxiliary(key: str, suffix: str, clustered: bool) -> str:
     if not clustered or hash_tag(key) is not None:
-        return key + LEASE_SUFFIX
+        return key + suffix
     if "{" in key:  # a brace that is no tag ("a{b", "a{}b"): any suffix changes what is hashed
-        return _searched_lease(key)
-    return f"{key}{LEASE_SUFFIX}{{{_slot_tags()[key_slot(key)]}}}"
+        return _searched(key, suffix)
+    return f"{key}{suffix}{{{_slot_tags()[key_slot(key)]}}}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _searched_lease(key: str) -> str:
-    """A lease name in ``key``'s slot for a key with a stray brace, by trying suffixes (rare; milliseconds)."""
+def _searched(key: str, suffix: str) -> str:
+    """An auxiliary name in ``key``'s slot for a key with a stray brace, by trying suffixes (rare; ms)."""
     slot, close = key_slot(key), "}" if key.rfind("{") > key.rfind("}") else ""
     for i in range(SLOTS * 64):
-        candidate = f"{key}{LEASE_SUFFIX}{i:x}{close}"
+        candidate = f"{key}{suffix}{i:x}{close}"
         if key_slot(candidate) == slot:
             return candidate
-    raise CacheKeyError(f"No lease key shares the Cluster slot of {key!r}; remove its braces.")
+    raise CacheKeyError(f"No {suffix} key shares the Cluster slot of {key!r}; remove its braces.")
 
 
 def is_lease(key: str | bytes) -> bool:
+    """A lease or a version stamp: a key of the app's own, next to a value, never a value."""
     text = key.decode(errors="replace") if isinstance(key, bytes) else key
-    return text.endswith(LEASE_SUFFIX) or _CLUSTER_LEASE.search(text) is not None
+    return text.endswith((LEASE_SUFFIX, VERSION_SUFFIX)) or _CLUSTER_AUXILIARY.search(text) is not None
 
 
-_CLUSTER_LEASE = re.compile(re.escape(LEASE_SUFFIX) + r"(\{[0-9a-f]+\}|[0-9a-f]+\}?)$")
+_CLUSTER_AUXILIARY = re.compile(
+    "(?:" + re.escape(LEASE_SUFFIX) + "|" + re.escape(VERSION_SUFFIX) + r")(\{[0-9a-f]+\}|[0-9a-f]+\}?)$")
 SLOTS = crc.REDIS_CLUSTER_HASH_SLOTS
 
 

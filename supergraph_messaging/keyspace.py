@@ -10,7 +10,7 @@ from typing import Any
 from . import invalidation, slots
 from .conf import conf
 from .connection import get_redis_client
-from .keys import LEASE_SUFFIX, escape_glob
+from .keys import LEASE_SUFFIX, VERSION_SUFFIX, escape_glob
 
 PAGE_SIZE = 100
 SCAN_COUNT = 1000
@@ -69,7 +69,7 @@ class Namespace:
             globs.append(escape_glob(prefix) + "*")
         for registration in invalidation.templates:
             pattern = escape_glob(prefix) + registration.template.pattern()
-            globs += [pattern, pattern + escape_glob(LEASE_SUFFIX)]
+            globs += [pattern, pattern + escape_glob(LEASE_SUFFIX), pattern + escape_glob(VERSION_SUFFIX)]
         self._regex = re.compile(b"|".join(b"(?:" + glob_regex(g) + b")" for g in globs), re.DOTALL) if globs else None
 
     def allows(self, raw: bytes) -> bool:

@@ -54,9 +54,27 @@ return 1
 # KEYS: key, lease   ARGV: token, value, ttl ms (0: no expiry)  -> 1 written, 0 lease lost
 FILL = "\nif redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end" + _write_and_drop_lease(value=2, ttl=3)
 
-# KEYS: key, lease   ARGV: value, ttl ms (0: no expiry)  -> a write that cancels any fill in progress
-# (CacheManager.set on a Cluster, where redis-py's asyncio MULTI is unreliable: one script is one step)
-SET = _write_and_drop_lease(value=1, ttl=2)
+# KEYS: key, lease, version   ARGV: value, ttl ms (0: no expiry), stamp ('' : none)
+# -> a write that cancels any fill in progress and records which change wrote it (CacheManager.set;
+# one script, one step on every topology: redis-py's asyncio MULTI is unreliable on a Cluster)
+SET = _write_and_drop_lease(value=1, ttl=2).removesuffix("return 1\n") + """
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[3])
+elseif tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[3], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: key, lease, version   ARGV: stamp  -> delete the value (and its lease and stamp) unless the change
+# with this stamp wrote it; returns 1 if a value was deleted
+INVALIDATE_UNLESS = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then return 0 end
+redis.call('UNLINK', KEYS[2], KEYS[3])
+return redis.call('UNLINK', KEYS[1])
+"""
 
 # KEYS: lease   ARGV: token  -> give the lease back (the fill failed or returned None)
 RELEASE = """

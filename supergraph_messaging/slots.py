@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .keys import key_slot, lease_key
+from .keys import key_slot, lease_key, version_key
 
 SCAN_COUNT = 10_000
 UNLINK_BATCH = 1_000
@@ -30,7 +30,8 @@ def by_slot(keys: Iterable[str | bytes]) -> dict[int, list[str | bytes]]:
 def _queue_invalidations(pipe: Any, keys: list[str]) -> None:
     """Per slot: the leases first, then the values, so a fill between the two cannot write (its lease is gone)."""
     for group in by_slot(keys).values():
-        pipe.execute_command("UNLINK", *[lease_key(str(k), clustered=True) for k in group])
+        pipe.execute_command("UNLINK", *[lease_key(str(k), clustered=True) for k in group],
+                             *[version_key(str(k), clustered=True) for k in group])
         pipe.execute_command("UNLINK", *group)
 
 

@@ -16,7 +16,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import events
+from . import changes, events
 from .conf import conf
 from .events import (
     STANDARD_ACTIONS,
@@ -59,11 +59,11 @@ class EventPublishingMixin:
         config = self.get_events()
         return config.channel_for(action) if config is not None else None
 
-    def publish_event(self, action: str, channel: str, data: Any, before: Any = None) -> None:
+    def publish_event(self, action: str, channel: str, data: Any, before: Any = None, instance: Any = None) -> None:
         config = self.get_events()
         assert config is not None
         model = self.get_event_model()
-        event = make_event(config, action, channel, model._meta.label, data, before)
+        event = make_event(config, action, channel, model._meta.label, data, before, changes.of(instance))
         publish_on_commit(channel, event, using=router.db_for_write(model))
 
     def _representation(self, instance: models.Model) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class EventPublishingMixin:
         with self._change_and_event():
             with api_publishes(self.get_event_model(), "create"):
                 super().perform_create(serializer)  # type: ignore[misc]
-            self.publish_event("create", channel, serializer.data)
+            self.publish_event("create", channel, serializer.data, instance=serializer.instance)
 
     def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
         channel = self._event_channel("update")
@@ -121,7 +121,7 @@ class EventPublishingMixin:
         with self._change_and_event():
             with api_publishes(self.get_event_model(), "update"):
                 super().perform_update(serializer)  # type: ignore[misc]
-            self.publish_event("update", channel, serializer.data, before)
+            self.publish_event("update", channel, serializer.data, before, instance=serializer.instance)
 
     def perform_destroy(self, instance: models.Model) -> None:
         channel = self._event_channel("delete")

@@ -109,3 +109,40 @@ def test_registering_again_replaces_the_earlier_cachesync(redis_conn: Any) -> No
     finally:
         second.disconnect()
         first.disconnect()
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "durable"])
+def test_the_invalidation_of_a_change_keeps_what_its_cachesync_wrote(redis_conn: Any, sync: CacheSync,
+                                                                     mode: str) -> None:
+    """An update through the API: CacheSync writes the new row, the event for the same save goes out, and
+    its invalidate_on handler (camera:mac:{mac_address}, tests/testapp/caching.py) must leave that write in
+    place (it used to delete it: the next reader then missed and fell back to the producing service).
+    An event of another change still deletes."""
+    import asyncio
+
+    from django.test import override_settings
+    from rest_framework.test import APIClient
+
+    from supergraph_messaging.events import flush_events
+    from supergraph_messaging.invalidation import invalidate_for_event
+    from supergraph_messaging.outbox import relay_all
+    from tests.conftest import EventCollector
+
+    settings = {"DELIVERY": mode, "SERVICE_NAME": "tests"}
+    cam = Camera.objects.create(mac_address="AA", settings={"fps": 1})
+    with override_settings(SUPERGRAPH_MESSAGING=settings), EventCollector("camera.updated") as events:
+        r = APIClient().patch(f"/cameras/{cam.pk}/", {"settings": {"fps": 30}}, format="json")
+        assert r.status_code == 200, r.content
+        flush_events()
+        if mode == "durable":
+            relay_all()
+        [(_channel, event)] = events.settle(0.3)
+        stamp = redis_conn.get("camera:mac:AA~ver")
+        assert stamp is not None and stamp.decode() == event["_meta"]["event_id"]
+        deleted = asyncio.run(invalidate_for_event("camera.updated", event))
+        kept = redis_conn.get("camera:mac:AA")
+        other = {**event, "_meta": {**event["_meta"], "event_id": "another-change"}}
+        deleted_by_other = asyncio.run(invalidate_for_event("camera.updated", other))
+    assert deleted == 0 and kept is not None and json.loads(kept)["settings"] == {"fps": 30}
+    assert deleted_by_other == 1 and redis_conn.get("camera:mac:AA") is None
+    assert redis_conn.get("camera:mac:AA~ver") is None
