@@ -45,6 +45,7 @@ WAIT_MAX = 0.05
 #: MIN_HOLDER_WAIT, and COLD_HOLDER_WAIT while this process has not timed the function yet (never
 #: more than LEASE_TTL). A holder killed mid-fill then costs the waiters a short wait, not the TTL.
 HOLDER_WAIT_FACTOR = 4
+KEY_MEMO_SIZE = 4096
 MIN_HOLDER_WAIT = 0.05
 COLD_HOLDER_WAIT = 1.0
 
@@ -89,6 +90,9 @@ class CachedFunction:
         self.ttl = ttl
         self.cache_none = cache_none
         self.local = local
+        self._near: near.NearCache | None = None  # the near cache of the client last used
+        plain = not any("." in field or "[" in field for field in self.template.fields)
+        self._memo: dict[tuple[Any, ...], str] | None = {} if plain else None
         self.name = self.template.template
         if local:
             near.watch(self.template.template.split("{", 1)[0])
@@ -105,7 +109,19 @@ class CachedFunction:
             )
 
     def key_for(self, *args: Any, **kwargs: Any) -> str:
-        """The Redis key a call with these arguments uses."""
+        """The Redis key a call with these arguments uses.
+
+        Positional ``str``/``int`` arguments map to the same key every time (a template without
+        attribute or item access): remembered, since binding and formatting cost a near-cache hit
+        a quarter of its time. (Only those types: ``1``, ``1.0`` and ``True`` are one dict key.)
+        """
+        if not kwargs and self._memo is not None and all(type(a) is str or type(a) is int for a in args):
+            relative = self._memo.get(args)
+            if relative is None:
+                relative = self.template.fill(self.binder.bind(args, kwargs))
+                if len(self._memo) < KEY_MEMO_SIZE:
+                    self._memo[args] = relative
+            return full_key(relative)
         return full_key(self.template.fill(self.binder.bind(args, kwargs)))
 
     def relative_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -269,7 +285,9 @@ class CachedFunction:
         """The near cache (``local=True``, else None) and the value it holds for ``key`` (else UNDECODABLE)."""
         if not self.local:
             return None, UNDECODABLE
-        cache = near.near_cache(client)
+        cache = self._near
+        if cache is None or cache.client is not client or cache.closed:
+            cache = self._near = near.near_cache(client)
         raw = cache.get(key)
         value = UNDECODABLE if raw is None else self._decode(raw, key)
         if value is not UNDECODABLE:

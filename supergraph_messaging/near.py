@@ -74,6 +74,8 @@ class NearCache:
         self._conn: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: Replaced by a newer near cache for the same URL (settings changed): not to be used.
+        self.closed = False
         self._redo = False  # the connection was dropped on purpose: reconnect at once, quietly
         #: Counters for the admin and tests.
         self.invalidations = 0
@@ -96,16 +98,19 @@ class NearCache:
             if self._thread is None and not self.client.cluster:
                 self._start()
             return None
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            raw, expires = entry
-            if expires and time.monotonic() >= expires:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return raw
+        # No lock: each dict operation is atomic under the GIL, and a copy dropped between the lookup and
+        # the reordering was still current when it was looked up (as if the invalidation came later).
+        data = self._data
+        entry = data.get(key)
+        if entry is None:
+            return None
+        raw, expires = entry
+        if expires and time.monotonic() >= expires:
+            data.pop(key, None)
+            return None
+        with contextlib.suppress(KeyError):
+            data.move_to_end(key)
+        return raw
 
     def begin(self, key: str) -> int | None:
         """Before a read goes to Redis: a token for :meth:`end`, or None (nothing may be kept now)."""
@@ -324,5 +329,6 @@ def near_cache(client: RedisClient) -> NearCache:
             if cache is None or cache.client is not client:
                 if cache is not None:
                     cache._stopping = True
+                    cache.closed = True
                 cache = _caches[client.url] = NearCache(client)
     return cache

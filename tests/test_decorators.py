@@ -274,3 +274,18 @@ def _commands(conn: Any) -> dict[str, int]:
     skip = {"config|resetstat", "info", "hello", "client|setinfo", "ping", "select"}
     return {name.removeprefix("cmdstat_"): s["calls"] for name, s in conn.info("commandstats").items()
             if name.removeprefix("cmdstat_") not in skip}
+
+
+def test_remembered_keys_follow_the_arguments_and_the_prefix() -> None:
+    """key_for remembers str/int positional arguments; 1, True and 1.0 (one dict key) stay apart."""
+    from django.test import override_settings
+
+    @redis_cache(key="memo:{x}:{y}")
+    def f(x: Any, y: Any = "d") -> Any:
+        return x
+
+    assert [f.key_for(1), f.key_for(True), f.key_for(1.0), f.key_for("1"), f.key_for(1)] == [
+        "memo:1:d", "memo:True:d", "memo:1.0:d", "memo:1:d", "memo:1:d"]
+    assert f.key_for(2, "z") == "memo:2:z" and f.key_for(2, y="k") == "memo:2:k"
+    with override_settings(SUPERGRAPH_MESSAGING={"KEY_PREFIX": "p:"}):
+        assert f.key_for(1) == "p:memo:1:d"
