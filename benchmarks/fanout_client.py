@@ -52,6 +52,7 @@ async def client(url: str, origin: str, stats: dict, ready: asyncio.Event, count
 
 async def main() -> None:
     url, origin, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    per_second = float(sys.argv[4]) if len(sys.argv) > 4 else 500.0
     stats: dict = defaultdict(lambda: [0, []])
     ready, done = asyncio.Event(), asyncio.Event()
     counter = [0, 0]
@@ -59,8 +60,8 @@ async def main() -> None:
     for i in range(n):
         tasks.append(asyncio.create_task(client(url, origin, stats, ready, counter, n, done)))
         if i % 25 == 24:  # a gentle ramp: the handshake must finish within daphne's connect timeout
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(ready.wait(), 120)
+            await asyncio.sleep(25 / per_second)
+    await asyncio.wait_for(ready.wait(), 300)
     print("READY", flush=True)
     await done.wait()  # the parent kills us when it is done
 
