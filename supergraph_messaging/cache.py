@@ -108,9 +108,7 @@ class CacheManager:
                     pipe: Any = client.redis.pipeline(transaction=False)
                     reply = pipe.get(full).pttl(full).execute()
             finally:
-                if mark is not None:
-                    cache.end(full, mark, *(reply or (None, -2)))
-            raw = reply[0]
+                raw = cache.settle(full, mark, reply)
         return default if raw is None else self._decode(raw, key, default)
 
     def set(self, key: str, value: Any, ttl: TTL = DEFAULT, version: str | None = None) -> None:
@@ -190,9 +188,7 @@ class CacheManager:
                     apipe: Any = client.aredis.pipeline(transaction=False)
                     reply = await apipe.get(full).pttl(full).execute()
             finally:
-                if mark is not None:
-                    cache.end(full, mark, *(reply or (None, -2)))
-            raw = reply[0]
+                raw = cache.settle(full, mark, reply)
         return default if raw is None else self._decode(raw, key, default)
 
     async def aset(self, key: str, value: Any, ttl: TTL = DEFAULT, version: str | None = None) -> None:

@@ -58,14 +58,6 @@ def _lease_ms() -> int:
     return int(conf.lease_ttl * 1000)
 
 
-def _kept(cache: near.NearCache, key: str, mark: int | None, reply: Any) -> Any:
-    """Give the near cache what an ACQUIRE_TTL returned; the reply as ACQUIRE would have returned it."""
-    hit = type(reply) is list
-    if mark is not None:
-        cache.end(key, mark, reply[0] if hit else None, int(reply[1]) if hit else -2)
-    return reply[0] if hit else reply
-
-
 class _Unavailable:
     """The reply of a script step that could not reach Redis (the breaker has been told)."""
 
@@ -176,7 +168,7 @@ class CachedFunction:
                     try:
                         reply = scripts.run(client.redis, scripts.ACQUIRE_TTL, [key, lease], [token, _lease_ms()])
                     finally:
-                        reply = _kept(cache, key, mark, reply)
+                        reply = cache.settle(key, mark, reply)
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:
@@ -239,7 +231,7 @@ class CachedFunction:
                         reply = await scripts.arun(client.aredis, scripts.ACQUIRE_TTL, [key, lease],
                                                    [token, _lease_ms()])
                     finally:
-                        reply = _kept(cache, key, mark, reply)
+                        reply = cache.settle(key, mark, reply)
             except REDIS_ERRORS as exc:
                 breaker.record_failure(exc)
             else:

@@ -42,6 +42,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -73,8 +74,7 @@ class NearCache:
         self._invalidated_at: dict[str, int] = {}
         self._conn: Any = None
         self._thread: threading.Thread | None = None
-        self._stopping = False
-        #: Replaced by a newer near cache for the same URL (settings changed): not to be used.
+        #: Replaced by a newer near cache for the same URL (settings changed): its thread ends.
         self.closed = False
         self._redo = False  # the connection was dropped on purpose: reconnect at once, quietly
         #: Counters for the admin and tests.
@@ -88,15 +88,14 @@ class NearCache:
     # -- what readers call ----------------------------------------------------
     @property
     def watching(self) -> bool:
-        """Copies may be served: the invalidation connection is subscribed."""
-        if self._thread is None and not self.client.cluster:
+        """Copies may be served: the invalidation connection is subscribed (started on first use)."""
+        if not self._watching and self._thread is None and not self.client.cluster:
             self._start()
         return self._watching
 
     def get(self, key: str) -> bytes | None:
         if not self._watching:
-            if self._thread is None and not self.client.cluster:
-                self._start()
+            self.watching  # noqa: B018 - starts the invalidation connection on first use
             return None
         # No lock: each dict operation is atomic under the GIL, and a copy dropped between the lookup and
         # the reordering was still current when it was looked up (as if the invalidation came later).
@@ -141,40 +140,51 @@ class NearCache:
             while len(self._data) > conf.near_cache_size:
                 self._data.popitem(last=False)
 
+    def settle(self, key: str, token: int | None, reply: Any) -> Any:
+        """:meth:`end` for a read whose reply is ``[value, pttl]`` (GET + PTTL, or ACQUIRE_TTL's hit) or
+        anything else (nothing to keep: a lease reply, None after an error); returns the value, or the
+        reply itself when it held none."""
+        hit = type(reply) is list
+        if token is not None:
+            self.end(key, token, reply[0] if hit else None, int(reply[1]) if hit else -2)
+        return reply[0] if hit else reply
+
     def drop(self, *keys: str) -> None:
         """This process changed ``keys``: forget them now (their invalidations follow)."""
-        self._invalidate([k.encode() for k in keys])
+        self._invalidate(keys)
 
     def drop_matching(self, pattern: str) -> None:
         """This process deleted the keys matching the Redis glob ``pattern``."""
         with self._lock:
-            doomed = [k for k in self._data if fnmatch.fnmatchcase(k, pattern)]
-        self._invalidate([k.encode() for k in doomed] + [k.encode() for k in self._inflight])
+            doomed = [k for k in (*self._data, *self._inflight) if fnmatch.fnmatchcase(k, pattern)]
+        self._invalidate(doomed)
 
     def __len__(self) -> int:
         return len(self._data)
 
     # -- invalidations --------------------------------------------------------
-    def _invalidate(self, keys: list[bytes] | None) -> None:
+    def _invalidate(self, keys: Iterable[str] | None) -> None:
         with self._lock:
-            self._seq += 1
             if keys is None:  # FLUSHDB/FLUSHALL
-                self._data.clear()
-                self._flushed_at = self._seq
+                self._flush()
                 return
-            for raw in keys:
-                key = raw.decode(errors="surrogateescape")
+            self._seq += 1
+            for key in keys:
                 self._data.pop(key, None)
                 if key in self._inflight:
                     self._invalidated_at[key] = self._seq
-            self.invalidations += len(keys)
+                self.invalidations += 1
+
+    def _flush(self) -> None:
+        """Drop every copy, and refuse those reads in flight would keep (under the lock)."""
+        self._seq += 1
+        self._flushed_at = self._seq
+        self._data.clear()
 
     def _unwatch(self) -> None:
         with self._lock:
             self._watching = False
-            self._seq += 1
-            self._flushed_at = self._seq
-            self._data.clear()
+            self._flush()
             self.flushes += 1
 
     # -- the invalidation connection ----------------------------------------
@@ -204,7 +214,7 @@ class NearCache:
     def _run(self) -> None:
         delay = RECONNECT_MIN
         failing = False
-        while not self._stopping and self._current():
+        while not self.closed and self._current():
             conn = None
             try:
                 conn = self._subscribe()
@@ -253,16 +263,14 @@ class NearCache:
         conn.send_command("SUBSCRIBE", CHANNEL)
         conn.read_response()
         with self._lock:  # copies kept before this may have missed invalidations: start empty
-            self._seq += 1
-            self._flushed_at = self._seq
-            self._data.clear()
+            self._flush()
             self._watching = True
         self.reconnects += 1
         return conn
 
     def _serve(self, conn: Any) -> None:
         ping_sent = 0.0
-        while not self._stopping:
+        while not self.closed:
             if not conn.can_read(timeout=IDLE):
                 if not self._current():
                     return
@@ -276,7 +284,8 @@ class NearCache:
             message = conn.read_response()
             kind = message[0]
             if kind == b"message" and message[1] == CHANNEL:
-                self._invalidate(message[2])
+                keys = message[2]
+                self._invalidate(None if keys is None else [k.decode(errors="surrogateescape") for k in keys])
             elif kind == b"pong":
                 ping_sent = 0.0
 
@@ -307,17 +316,20 @@ def watch(prefix: str) -> None:
             cache._drop_connection()
 
 
+def _running(client: RedisClient) -> NearCache | None:
+    cache = _caches.get(client.url)
+    return cache if cache is not None and cache.client is client else None
+
+
 def forget(client: RedisClient, *keys: str) -> None:
     """This process wrote or deleted ``keys``: its own near cache forgets them now, not when Redis's
     invalidation arrives (read-your-writes). Nothing to do where no near cache runs."""
-    cache = _caches.get(client.url)
-    if cache is not None and cache.client is client:
+    if (cache := _running(client)) is not None:
         cache.drop(*keys)
 
 
 def forget_matching(client: RedisClient, pattern: str) -> None:
-    cache = _caches.get(client.url)
-    if cache is not None and cache.client is client:
+    if (cache := _running(client)) is not None:
         cache.drop_matching(pattern)
 
 
@@ -328,7 +340,6 @@ def near_cache(client: RedisClient) -> NearCache:
             cache = _caches.get(client.url)
             if cache is None or cache.client is not client:
                 if cache is not None:
-                    cache._stopping = True
                     cache.closed = True
                 cache = _caches[client.url] = NearCache(client)
     return cache

@@ -56,24 +56,18 @@ def end(pipe: Any, waiting: int) -> None:
         pipe.execute_command("WAIT", waiting, wait_ms())
 
 
-def check(replies: list[Any], node: str, waiting: int) -> list[Any]:
-    """The batch's own replies; raises :class:`NotReplicated` when fewer replicas than required
-    acknowledged it."""
+def check(replies: list[Any], node: str, waiting: int) -> tuple[list[Any], NotReplicated | None]:
+    """The batch's own replies (without ROLE and WAIT), and a :class:`NotReplicated` to raise when fewer
+    replicas than required acknowledged it."""
     wanted = conf.durable_replicas
     if not wanted:
-        return replies
+        return replies, None
     acked = int(replies[-1]) if waiting else 0
     connected = _connected[node] = _replicas(replies[0])
     needed = min(wanted, connected)
-    if acked < needed:
-        raise NotReplicated(f"{acked} of the {needed} replica(s) of {node} that DURABLE_REPLICAS asks for "
-                            f"acknowledged the appended events within {wait_ms()} ms; their outbox rows stay "
-                            "unrelayed and the next round appends them again.")
-    return strip(replies, waiting)
-
-
-def strip(replies: list[Any], waiting: int) -> list[Any]:
-    """The batch's replies without ROLE and WAIT."""
-    if not conf.durable_replicas:
-        return replies
-    return replies[1:-1] if waiting else replies[1:]
+    own = replies[1:-1] if waiting else replies[1:]
+    if acked >= needed:
+        return own, None
+    return own, NotReplicated(f"{acked} of the {needed} replica(s) of {node} that DURABLE_REPLICAS asks for "
+                              f"acknowledged the appended events within {wait_ms()} ms; their outbox rows stay "
+                              "unrelayed and the next round appends them again.")

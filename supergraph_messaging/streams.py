@@ -130,9 +130,12 @@ def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int,
     Each result is (offset, epoch, published, receivers); ``published`` is false for an id appended before.
     Raises :class:`~.exceptions.NotReplicated` (after publishing) when too few replicas acknowledged.
     """
-    calls = [append_args(channel, outbox_id, data, publish=not _clustered(conn)) for channel, outbox_id, data in items]
-    if not _clustered(conn):
-        replies: list[Any] = _append_on(conn, calls, f"redis:{id(conn.connection_pool)}")
+    cluster = _clustered(conn)
+    calls = [append_args(channel, outbox_id, data, publish=not cluster) for channel, outbox_id, data in items]
+    if not cluster:
+        replies, short = _append_on(conn, calls, f"redis:{id(conn.connection_pool)}")
+        if short is not None:
+            raise short
         return _results(replies)
     # One pipeline per primary, on a plain connection to it: WAIT must follow the appends on their
     # connection, which redis-py's cluster pipeline cannot route.
@@ -140,16 +143,15 @@ def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int,
     for i, (script_keys, _args) in enumerate(calls):
         by_node.setdefault(conn.get_node_from_key(script_keys[0]).name, []).append(i)
     replies = [None] * len(calls)
-    short: NotReplicated | None = None
+    short = None
     for name, indexes in by_node.items():
         try:
-            node_replies = _append_on(conn.get_redis_connection(conn.get_node(node_name=name)),
-                                      [calls[i] for i in indexes], name)
-        except NotReplicated as exc:
-            short, node_replies = exc, exc.args[1]
+            node_replies, node_short = _append_on(conn.get_redis_connection(conn.get_node(node_name=name)),
+                                                  [calls[i] for i in indexes], name)
         except _NODE_ERRORS:
             _refresh_slots(conn)
             raise
+        short = short or node_short
         for i, reply in zip(indexes, node_replies, strict=True):
             replies[i] = reply
     results = _results(_publish_in_order(conn, items, replies))
@@ -158,22 +160,18 @@ def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int,
     return results
 
 
-def _append_on(conn: redis.Redis, calls: list[tuple[list[str], list[Any]]], node: str) -> list[Any]:
-    """The scripts on one primary, between ROLE and WAIT (:mod:`.replication`). A NotReplicated raised
-    here carries the scripts' replies as its second argument."""
+def _append_on(conn: redis.Redis, calls: list[tuple[list[str], list[Any]]],
+               node: str) -> tuple[list[Any], NotReplicated | None]:
+    """The scripts on one primary, between ROLE and WAIT (:mod:`.replication`): their replies, and what
+    to raise (after publishing them) when too few replicas acknowledged."""
 
-    def run() -> list[Any]:
+    def run() -> tuple[list[Any], NotReplicated | None]:
         pipe = conn.pipeline(transaction=False)
         waiting = replication.begin(conn, pipe, node)
         for script_keys, args in calls:
             pipe.evalsha(scripts.sha(APPEND), len(script_keys), *script_keys, *args)
         replication.end(pipe, waiting)
-        replies = list(pipe.execute())
-        try:
-            return replication.check(replies, node, waiting)
-        except NotReplicated as exc:
-            exc.args = (exc.args[0], replication.strip(replies, waiting))
-            raise
+        return replication.check(list(pipe.execute()), node, waiting)
 
     try:
         return run()
@@ -200,7 +198,7 @@ def _publish_in_order(conn: Any, items: list[tuple[str, str, str]], replies: lis
     if not fresh:
         return replies
     sharded = [i for i in fresh if is_sharded(items[i][0])]
-    plain = [i for i in fresh if i not in set(sharded)] if sharded else fresh
+    plain = [i for i in fresh if not is_sharded(items[i][0])] if sharded else fresh
     counts: dict[int, int] = {}
     if plain:
         node = conn.get_default_node()
