@@ -16,7 +16,9 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
 from django.utils.module_loading import import_string
@@ -86,40 +88,90 @@ def _drf_token_user(token: str) -> Any:
 
 
 class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+    # Events reach a connection through the per-process hub, never through a channel layer: an
+    # alias no project configures spares each connection a channel (with channels-redis, a Redis
+    # receive) that nothing would ever send to.
+    channel_layer_alias = "supergraph_messaging.no-channel-layer"
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Read frames as they arrive (rate counted on arrival), and always release the routes.
+        """Read frames as they arrive (rate counted on arrival), handle them in order, release the routes.
 
         Channels reads the next frame only after the previous one was
         handled, so a slow ``subscribe`` made a client's spaced frames look
-        like a burst. A reader task takes them off the socket at once and
-        counts them there; past the limit it stops reading and closes 4429.
+        like a burst; this loop takes them off the socket at once and counts
+        them there (past the limit it stops reading and closes 4429). The
+        frames are handled by a task that exists only while there are frames
+        to handle: an idle connection holds no task, queue or timer of its
+        own beyond this loop, which is what lets one process hold 10,000.
         """
-        arrivals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        reader = asyncio.get_running_loop().create_task(self._read_frames(receive, arrivals))
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        self.frames: list[dict[str, Any]] = []
+        self.handling: asyncio.Task[None] | None = None
+        self.closing = False
+        window_start, count, limit = time.monotonic(), 0, conf.ws_max_messages_per_second
         try:
-            await super().__call__(scope, arrivals.get, send)
+            while True:
+                message = await receive()
+                if message.get("type") == "websocket.receive":
+                    now = time.monotonic()
+                    if now - window_start >= 1.0:
+                        window_start, count = now, 0
+                    count += 1
+                    if count > limit:
+                        self._handle({"type": "sgm.rate_exceeded"})
+                        while message.get("type") != "websocket.disconnect":
+                            message = await receive()  # drop the rest unread; the close is on its way
+                self._handle(message)
+                if message.get("type") == "websocket.disconnect":
+                    break
+            if self.handling is not None:
+                await self.handling
         finally:
-            reader.cancel()
+            if self.handling is not None:
+                self.handling.cancel()
             self._release_routes()
 
-    @staticmethod
-    async def _read_frames(receive: Any, arrivals: asyncio.Queue[dict[str, Any]]) -> None:
-        window_start, count, limit = time.monotonic(), 0, conf.ws_max_messages_per_second
-        while True:
-            message = await receive()
-            if message.get("type") == "websocket.receive":
-                now = time.monotonic()
-                if now - window_start >= 1.0:
-                    window_start, count = now, 0
-                count += 1
-                if count > limit:
-                    arrivals.put_nowait({"type": "sgm.rate_exceeded"})
-                    message = await receive()
-                    while message.get("type") != "websocket.disconnect":
-                        message = await receive()  # drop the rest unread; the close is on its way
-            arrivals.put_nowait(message)
-            if message.get("type") == "websocket.disconnect":
-                return
+    def _handle(self, message: dict[str, Any]) -> None:
+        self.frames.append(message)
+        if self.handling is None:
+            self.handling = asyncio.get_running_loop().create_task(self._handle_frames())
+
+    async def _handle_frames(self) -> None:
+        try:
+            while self.frames:
+                await self.dispatch(self.frames.pop(0))
+        except StopConsumer:
+            self.frames.clear()
+        except Exception:
+            # Channels would let this end the connection with a traceback in the log; so do we,
+            # but the client gets a close (1011), never the traceback.
+            logger.exception("%s: handling a frame failed; closing.", _qualname(type(self)))
+            self.frames.clear()
+            self.closing = True
+            await self.close(code=1011)
+        finally:
+            self.handling = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its ``close_old_connections`` thread hop per frame.
+
+        Channels runs that hop (one shared thread, so serialised across all
+        connections) before every frame, pings and pongs included; it made
+        connection set-up cost grow with the number of connections. Every
+        ORM call here goes through ``database_sync_to_async``, which closes
+        old connections around itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"{_qualname(type(self))} has no handler for message type {message['type']!r}.")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' version, without the same hop (and without groups: the hub holds the routes)."""
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer
 
     async def sgm_rate_exceeded(self, message: dict[str, Any]) -> None:
         self.abort(TOO_MANY)
@@ -131,20 +183,23 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.acked = False
         self.closing = False
         self.routes: dict[str, Route] = {}
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=conf.ws_queue_size)
+        self.outgoing: list[str] = []
+        self.sending: asyncio.Task[None] | None = None
         self.flow = FlowControl(conf.ws_max_buffered_bytes)
-        self.tasks: list[asyncio.Task[None]] = []
-        loop = asyncio.get_running_loop()
-        self.sender = loop.create_task(self._send_loop())
-        self.init_timer = loop.call_later(conf.ws_init_timeout, self._init_timed_out)
+        self.last_ping = 0.0
+        self.rechecking: asyncio.Task[None] | None = None
+        self.timers: dict[str, asyncio.TimerHandle] = {
+            "init": asyncio.get_running_loop().call_later(conf.ws_init_timeout, self._init_timed_out)}
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        self.init_timer.cancel()
         self._release_routes()
-        for task in (self.sender, *self.tasks):
-            task.cancel()
+        for timer in self.timers.values():
+            timer.cancel()
+        for task in (self.sending, self.rechecking):
+            if task is not None:
+                task.cancel()
 
     def _release_routes(self) -> None:
         routes = getattr(self, "routes", None)
@@ -166,18 +221,22 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                         self.flow.in_flight, self.flow.budget)
             self.abort(TOO_SLOW)
             return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self.outgoing) >= conf.ws_queue_size:
             self.abort(TOO_SLOW)
             return
+        self.outgoing.append(text)
+        if self.sending is None:
+            self.sending = asyncio.get_running_loop().create_task(self._send_outgoing())
         if pinging and self.acked and self.flow.wants_ping():
             self._send_ping()
 
-    async def _send_loop(self) -> None:
-        while True:
-            text = await self.queue.get()
-            await self.send(text_data=text)
+    async def _send_outgoing(self) -> None:
+        """Send what is queued, in order; the task ends when the queue is empty (idle costs nothing)."""
+        try:
+            while self.outgoing:
+                await self.send(text_data=self.outgoing.pop(0))
+        finally:
+            self.sending = None
 
     def abort(self, code: int) -> None:
         """Close with ``code`` once; callable from sync code too (hub callbacks, timers)."""
@@ -259,7 +318,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 return
             self.user, self.token = user, token
         self.acked = True
-        self.init_timer.cancel()
+        self.timers.pop("init").cancel()
         self.enqueue(_dumps({"type": "connection_ack", "payload": {
             "connection_id": self.connection_id,
             "limits": {
@@ -268,11 +327,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 "max_in_values": conf.ws_max_in_values,
             },
         }}))
-        loop = asyncio.get_running_loop()
+        self.last_ping = time.monotonic()
         if conf.ws_ping_interval:
-            self.tasks.append(loop.create_task(self._ping_loop()))
+            self._ping_tick()
         if conf.ws_auth_recheck_interval:
-            self.tasks.append(loop.create_task(self._recheck_loop()))
+            self._later("recheck", conf.ws_auth_recheck_interval, self._recheck)
 
     async def _token_user(self, token: Any) -> Any:
         if not isinstance(token, str) or not token:
@@ -295,20 +354,26 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     def _send_ping(self) -> None:
         self.enqueue(_dumps({"type": "ping", "payload": {"id": self.flow.new_ping()}}))
 
-    async def _ping_loop(self) -> None:
+    def _later(self, name: str, delay: float, callback: Any) -> None:
+        if not self.closing:
+            self.timers[name] = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _ping_tick(self) -> None:
+        """Ping every interval; close a client whose oldest ping went unanswered past the timeout.
+
+        A timer, not a task per connection: an idle connection should cost
+        a few hundred bytes, not a coroutine frame per duty.
+        """
         interval, timeout = conf.ws_ping_interval, conf.ws_pong_timeout
-        tick = min(interval, timeout) / 2
-        last_ping = time.monotonic()
-        while not self.closing:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            oldest = self.flow.oldest_unanswered()
-            if oldest is not None and now - oldest > timeout:
-                self.abort(TOO_SLOW)
-                return
-            if oldest is None and now - last_ping >= interval:
-                last_ping = now
-                self._send_ping()
+        now = time.monotonic()
+        oldest = self.flow.oldest_unanswered()
+        if oldest is not None and now - oldest > timeout:
+            self.abort(TOO_SLOW)
+            return
+        if oldest is None and now - self.last_ping >= interval:
+            self.last_ping = now
+            self._send_ping()
+        self._later("ping", min(interval, timeout) / 2, self._ping_tick)
 
     # -- access that ends when it should --------------------------------------
     async def _current_user(self) -> Any:
@@ -338,16 +403,20 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 self._error(sub_id, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
                 self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
 
-    async def _recheck_loop(self) -> None:
-        interval = conf.ws_auth_recheck_interval
-        while not self.closing:
-            await asyncio.sleep(interval)
-            try:
-                await self._refresh_user()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("Re-checking the user of WebSocket %s failed.", self.connection_id)
+    def _recheck(self) -> None:
+        if not self.closing:
+            self.rechecking = asyncio.get_running_loop().create_task(self._recheck_user())
+
+    async def _recheck_user(self) -> None:
+        try:
+            await self._refresh_user()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Re-checking the user of WebSocket %s failed.", self.connection_id)
+        finally:
+            self.rechecking = None
+        self._later("recheck", conf.ws_auth_recheck_interval, self._recheck)
 
     def _error(self, sub_id: str, code: str, text: str) -> None:
         self.enqueue(_dumps({"id": sub_id, "type": "error", "payload": [{"code": code, "message": text}]}))
@@ -378,12 +447,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         await self._refresh_user()  # access is decided by the user as of now, not as of connect
         try:
-            allowed = await database_sync_to_async(subscription.has_permission)(self.user)
-            if not allowed:
+            server = await database_sync_to_async(_access)(subscription, self.user)
+            if server is None:
                 self._error(sub_id, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
                 return
             conditions = subscription.parse_filters(payload.get("filters"), conf.ws_max_in_values)
-            server = await database_sync_to_async(subscription.get_server_filters)(self.user)
             conditions += subscription.parse_filters(server, 10**6, declared=False)
         except FilterError as exc:
             self._error(sub_id, exc.code, str(exc))
@@ -469,6 +537,11 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         route = self.routes.pop(sub_id, None)
         if route is not None:
             get_hub().remove(route)
+
+
+def _access(subscription: type[Subscription], user: Any) -> dict[str, Any] | None:
+    """The server filters for ``user``, or None when not allowed: one thread hop, not two."""
+    return subscription.get_server_filters(user) if subscription.has_permission(user) else None
 
 
 def _parse_since(raw: Any) -> tuple[dict[str, Position] | None, str]:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path
 
 from .conf import conf
 from .consumers import SubscriptionConsumer
+from .wsauth import SessionUserMiddleware
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -60,5 +60,5 @@ class SubscriptionOriginValidator(OriginValidator):  # type: ignore[misc]  # cha
 
 
 websocket_urlpatterns = [
-    path("subscribe", SubscriptionOriginValidator(AuthMiddlewareStack(SubscriptionConsumer.as_asgi()))),
+    path("subscribe", SubscriptionOriginValidator(SessionUserMiddleware(SubscriptionConsumer.as_asgi()))),
 ]

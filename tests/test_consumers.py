@@ -194,6 +194,35 @@ async def test_session_and_token_auth(hub: None) -> None:
     assert await closed_with(comm) == 4403
 
 
+async def test_session_user_in_one_step_and_outer_stack_respected(hub: None) -> None:
+    """/subscribe resolves the session user itself (no AuthMiddlewareStack), and a project that
+    wraps the route in its own auth stack keeps that stack's user."""
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from supergraph_messaging.routing import websocket_urlpatterns
+
+    def make() -> str:
+        client = Client()
+        client.force_login(User.objects.create_user("u2", password="pw"))
+        return client.cookies["sessionid"].value
+
+    session = await sync_to_async(make)()
+    comm = await connect(headers=[ORIGIN, (b"cookie", b"sessionid=not-a-session; other=1")])
+    assert (await subscribe(comm, "s", "Secret"))["payload"][0]["code"] == "forbidden"
+    await comm.disconnect()
+    wrapped = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    comm = WebsocketCommunicator(wrapped, "/subscribe",
+                                 headers=[ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "connection_init", "payload": {}})
+    assert (await comm.receive_json_from())["type"] == "connection_ack"
+    assert (await subscribe(comm, "s", "Secret"))["type"] == "subscribed"
+    await comm.disconnect()
+
+
 async def test_ping_pong(hub: None) -> None:
     comm = await connect()
     await comm.send_json_to({"type": "ping"})
