@@ -195,6 +195,11 @@ def main() -> None:
                for kind in ("ours", "baseline")}
         print(f"           server RSS per idle connection: ours {kbs['ours']:.1f} KB, baseline "
               f"{kbs['baseline']:.1f} KB (goal ours <= 30)")
+        first = {kind: [r[1][0] for r in summary[(n, kind)] if r[1]] for kind in ("ours", "baseline")}
+        print(f"           at {RATES[n][0]} event/s: " + "; ".join(
+            f"{kind} delivered {median([s['delivered'] for s in steps]):.2f}, p50 "
+            f"{median([s['p50_ms'] for s in steps]):.0f} ms, p99 {median([s['p99_ms'] for s in steps]):.0f} ms"
+            for kind, steps in first.items() if steps))
         # p99 at the highest rate both sustained
         both = [i for i in range(len(RATES[n]))
                 if all(i < len(r[1]) and r[1][i]["ok"] for r in summary[(n, "ours")] + summary[(n, "baseline")])]

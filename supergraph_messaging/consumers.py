@@ -10,6 +10,7 @@ the ping is what notices a client that stopped reading).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -54,6 +55,12 @@ _REASONS = {
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(text: str) -> str:
+    """A channel name or epoch as JSON (few distinct values, one per event)."""
+    return json.dumps(text)
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -264,12 +271,17 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             # Never the bytes: a huge event would be queued once per subscription.
             self.gap(route, "event_too_large")
             return
-        # The event's JSON was encoded once by the hub for every route; splice it in.
-        head: dict[str, Any] = {"entity": route.entity, "channel": channel}
+        # The event's JSON was encoded once by the hub for every route and the route's part of the
+        # frame once per route: a delivery only splices strings (json.dumps of the frame's head was
+        # a fifth of the hub's time at 10,000 connections).
+        prefix = route.sink_state
+        if prefix is None:
+            prefix = route.sink_state = (f'{{"id":{json.dumps(route.sub_id)},"type":"next",'
+                                         f'"payload":{{"entity":{json.dumps(route.entity)},"channel":')
+        where = _quoted(channel)
         if position is not None:
-            head["offset"], head["epoch"] = position
-        frame = _dumps({"id": route.sub_id, "type": "next", "payload": head})
-        self.enqueue(f'{frame[:-2]},"data":{data_json}}}}}')
+            where = f'{where},"offset":{int(position[0])},"epoch":{_quoted(position[1])}'
+        self.enqueue(f'{prefix}{where},"data":{data_json}}}}}')
 
     def gap(self, route: Route, reason: str = "reconnected") -> None:
         self.enqueue(_dumps({"id": route.sub_id, "type": "gap", "payload": {"reason": reason}}))

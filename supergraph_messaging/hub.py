@@ -35,7 +35,8 @@ class Sink(Protocol):
 class Route:
     """One client subscription: where matching events go."""
 
-    __slots__ = ("buffer", "channels", "conditions", "entity", "fields", "generation", "index", "sink", "sub_id")
+    __slots__ = ("buffer", "channels", "conditions", "entity", "fields", "generation", "index", "sink", "sink_state",
+                 "sub_id")
 
     def __init__(self, sink: Sink, sub_id: str, entity: str, channels: list[str],
                  conditions: list[Condition], fields: tuple[str, ...] | None) -> None:
@@ -50,6 +51,8 @@ class Route:
         self.generation = -1
         #: Live frames held back while a resume replays what the client missed (None: not resuming).
         self.buffer: list[tuple[str, str, Position | None]] | None = None
+        #: Whatever the sink keeps per route (the consumer: the route's frame prefix, encoded once).
+        self.sink_state: Any = None
 
     def same_as(self, other: Route) -> bool:
         """Whether ``other`` would deliver exactly the same frames (a duplicate on one connection)."""
