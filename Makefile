@@ -12,11 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,demo,bench]"
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The official AsyncAPI parser (Node), which tests/test_asyncapi.py runs on /__asyncapi.
+NODE_STAMP := tests/asyncapi/node_modules/.installed
+$(NODE_STAMP): tests/asyncapi/package-lock.json
+	cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint $(NODE_STAMP)
 	$(VENV)/bin/pytest
 
 demo: $(STAMP)
@@ -26,4 +32,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .redis .test-db.sqlite3 test-artifacts
+	rm -rf $(VENV) .redis .test-db.sqlite3 test-artifacts tests/asyncapi/node_modules

@@ -88,7 +88,7 @@ Demo running:
   live page   http://{HOST}:{PORT}/
   admin       http://{HOST}:{PORT}/admin/   (user admin, password admin)
   API         http://{HOST}:{PORT}/api/cameras/  ·  http://{HOST}:{PORT}/api/notifications/
-  schema      http://{HOST}:{PORT}/__schema
+  schema      http://{HOST}:{PORT}/__schema  ·  http://{HOST}:{PORT}/__asyncapi
   WebSocket   ws://{HOST}:{PORT}/subscribe
 Ctrl-C stops everything.""", flush=True)
         stop = False

@@ -67,7 +67,8 @@ CACHES = {"default": {
 }}
 # Durable delivery: every change is written to the outbox with the change, relayed by messaging_listen,
 # and consumed through consumer groups (nothing lost across restarts); WebSocket clients can resume.
-SUPERGRAPH_MESSAGING = {"DEFAULT_TTL": 3600, "DELIVERY": "durable", "SERVICE_NAME": "demo"}
+# The demo's /__schema and /__asyncapi are for anyone who opens them (the default is staff only).
+SUPERGRAPH_MESSAGING = {"DEFAULT_TTL": 3600, "DELIVERY": "durable", "SERVICE_NAME": "demo", "SCHEMA_ACCESS": "public"}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],

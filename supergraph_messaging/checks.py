@@ -59,6 +59,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors += _check_token_authenticator()
+    if conf.schema_access == "token" and not conf.service_token:
+        errors.append(
+            Warning(
+                "SUPERGRAPH_MESSAGING['SCHEMA_ACCESS'] is 'token' but SERVICE_TOKEN is not set: "
+                "nobody can read /__schema and /__asyncapi.",
+                hint="Set SERVICE_TOKEN (the same secret on every service and the gateway), or use 'staff'.",
+                id="supergraph_messaging.W014",
+            )
+        )
     prefix = raw.get("KEY_PREFIX", "")
     if isinstance(prefix, str) and any(c in prefix for c in "*?[]"):
         errors.append(

@@ -200,6 +200,13 @@ SETTINGS: dict[str, Setting] = {
                                   is_optional_origin_list,
                                   doc="Exact origins allowed on /subscribe; None: any origin whose host is "
                                       "in ALLOWED_HOSTS."),
+    "SCHEMA_ACCESS": Setting("staff", "'public', 'staff' or 'token'", lambda v: v in ("public", "staff", "token"),
+                             doc="Who may read /__schema and /__asyncapi: anyone, staff users (or a caller "
+                                 "with SERVICE_TOKEN), or only a caller with SERVICE_TOKEN."),
+    "SERVICE_TOKEN": Setting(None, "a string of at least 32 characters, or None",
+                             lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
+                             doc="Shared secret between services and the gateway, sent as "
+                                 "'Authorization: Service <token>'."),
     "WS_TOKEN_AUTHENTICATOR": Setting(None, "a dotted path to callable(token) -> user or None, or None",
                                       is_optional_str, doc="Resolves connection_init.payload.token."),
 }
@@ -468,6 +475,15 @@ class Settings:
     def ws_allowed_origins(self) -> tuple[str, ...] | None:
         origins = self._get("WS_ALLOWED_ORIGINS")
         return None if origins is None else tuple(o.rstrip("/").lower() for o in origins)
+
+    @property
+    def schema_access(self) -> str:
+        return str(self._get("SCHEMA_ACCESS"))
+
+    @property
+    def service_token(self) -> str | None:
+        token: str | None = self._get("SERVICE_TOKEN")
+        return token
 
     @property
     def ws_token_authenticator(self) -> str | None:

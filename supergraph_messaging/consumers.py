@@ -22,10 +22,10 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
-from django.utils.module_loading import import_string
 
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
+from .credentials import authenticate_token, session_user
 from .flow import FlowControl
 from .hub import Route, get_hub
 from .recovery import Position, missed
@@ -65,33 +65,6 @@ def _quoted(text: str) -> str:
 
 def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
-
-
-async def authenticate_token(token: str) -> Any:
-    """Resolve ``connection_init.payload.token`` to a user, or ``None``.
-
-    ``WS_TOKEN_AUTHENTICATOR`` (a dotted path to ``callable(token) -> user|None``)
-    replaces the default, which accepts DRF tokens when ``rest_framework.authtoken``
-    is installed.
-    """
-    path = conf.ws_token_authenticator
-    if path:
-        func = import_string(path)
-        if asyncio.iscoroutinefunction(func):
-            return await func(token)
-        return await database_sync_to_async(func)(token)  # a sync authenticator may query the DB
-    from django.apps import apps
-
-    if not apps.is_installed("rest_framework.authtoken"):
-        return None
-    return await database_sync_to_async(_drf_token_user)(token)
-
-
-def _drf_token_user(token: str) -> Any:
-    from rest_framework.authtoken.models import Token
-
-    found = Token.objects.select_related("user").filter(key=token).first()
-    return found.user if found is not None and found.user.is_active else None
 
 
 class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
@@ -395,7 +368,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         session = self.scope.get("session")
         if session is None or not getattr(session, "session_key", None):
             return self.user
-        return await database_sync_to_async(_session_user)(session.session_key)
+        return await database_sync_to_async(session_user)(session.session_key)
 
     async def _refresh_user(self) -> None:
         user = await self._current_user()
@@ -459,7 +432,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         await self._refresh_user()  # access is decided by the user as of now, not as of connect
         try:
-            server = await database_sync_to_async(_access)(subscription, self.user)
+            server = await database_sync_to_async(subscription.access)(self.user)
             if server is None:
                 self._error(sub_id, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
                 return
@@ -551,11 +524,6 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             get_hub().remove(route)
 
 
-def _access(subscription: type[Subscription], user: Any) -> dict[str, Any] | None:
-    """The server filters for ``user``, or None when not allowed: one thread hop, not two."""
-    return subscription.get_server_filters(user) if subscription.has_permission(user) else None
-
-
 def _parse_since(raw: Any) -> tuple[dict[str, Position] | None, str]:
     """``{"channel": {"offset": n, "epoch": "..."}}`` -> positions, or the problem."""
     if raw is None:
@@ -587,20 +555,6 @@ def _parse_fields(subscription: type[Subscription], raw: Any) -> tuple[tuple[str
         if unknown:
             return None, f"{subscription.entity} has no field {unknown[0]!r}; fields: {', '.join(allowed)}."
     return names, ""
-
-
-def _session_user(session_key: str) -> Any:
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import get_user
-
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-
-    class _Request:
-        session = store
-
-    return get_user(_Request())  # type: ignore[arg-type]  # get_user needs only .session
 
 
 def _same_user(a: Any, b: Any) -> bool:

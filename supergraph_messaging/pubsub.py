@@ -207,6 +207,10 @@ class RedisSubscriber:
     def channels(self) -> list[str]:
         return list(self._handlers)
 
+    def handler_names(self) -> dict[str, list[str]]:
+        """channel -> the dotted names of its handlers (for the AsyncAPI document)."""
+        return {channel: [h.name for h in handlers] for channel, handlers in self._handlers.items()}
+
     def take_exact_handlers(self, keep: tuple[str, ...] = ()) -> dict[str, list[_Handler]]:
         """Remove and return the handlers of exact (non-glob) channels, except ``keep``.
 

@@ -164,6 +164,11 @@ class Subscription:
         return all(permission().has_permission(request, None) for permission in cls.permission_classes)
 
     @classmethod
+    def access(cls, user: Any) -> dict[str, Any] | None:
+        """The server filters for ``user``, or None when not allowed: both decisions in one thread hop."""
+        return cls.get_server_filters(user) if cls.has_permission(user) else None
+
+    @classmethod
     def requires_auth(cls) -> bool:
         from django.contrib.auth.models import AnonymousUser
 

@@ -107,6 +107,8 @@ BAD_VALUES: dict[str, list[object]] = {
     "a positive number (seconds) or None": [0, -1, "ten", True, float("nan")],
     "None or a list of glob patterns": ["*", [3], [""], 3],
     "'pubsub' or 'durable'": ["outbox", None, True],
+    "'public', 'staff' or 'token'": ["Public", None, True, "admin"],
+    "a string of at least 32 characters, or None": ["short", 32, b"x" * 40, True],
     "a service name (letters, digits, '.', '_', '-') or None": ["", "a b", 3, "x:y"],
     "a positive integer (seconds)": [0, -1, "ten", None, True, 1.5],
     "True or False": ["no", 1, 0, None, "True"],
@@ -290,3 +292,10 @@ def test_redis_py_too_old_and_sharding_without_a_cluster(monkeypatch: Any) -> No
     assert ids(SUPERGRAPH_MESSAGING={"SHARDED_CHANNELS": ["orders.*"]}) == ["supergraph_messaging.W012"]
     monkeypatch.setattr(checks, "REDIS_PY_MINIMUM", (99, 0))
     assert "supergraph_messaging.E012" in ids()
+
+
+def test_schema_access_token_without_a_token_is_a_warning() -> None:
+    assert "supergraph_messaging.W014" in ids(SUPERGRAPH_MESSAGING={"SCHEMA_ACCESS": "token"})
+    assert "supergraph_messaging.W014" not in ids(SUPERGRAPH_MESSAGING={"SCHEMA_ACCESS": "token",
+                                                                       "SERVICE_TOKEN": "s" * 32})
+    assert "supergraph_messaging.E007" in ids(SUPERGRAPH_MESSAGING={"SERVICE_TOKEN": "short"})

@@ -7,9 +7,13 @@ pytestmark = pytest.mark.django_db
 
 
 def test_schema_lists_subscriptions_events_and_caches() -> None:
+    from django.contrib.auth.models import User
+
     from tests.testapp import caching  # noqa: F401 - registers its templates
 
-    r = Client().get("/__schema")
+    client = Client()
+    client.force_login(User.objects.create_user("staff", password="pw", is_staff=True))
+    r = client.get("/__schema")
     assert r.status_code == 200 and r["Content-Type"] == "application/json"
     doc = r.json()
     subs = {s["entity"]: s for s in doc["subscriptions"]}
@@ -24,6 +28,7 @@ def test_schema_lists_subscriptions_events_and_caches() -> None:
     assert ("camera.settings.updated", "update_settings") in events
     caches = {c["template"]: c for c in doc["caches"]}
     assert caches["camera:mac:{mac_address}"]["invalidate_on"] == ["camera.updated", "camera.deleted"]
+    assert "source" not in created and all("source" not in c for c in doc["caches"])  # no module paths
 
 
 def test_schema_is_get_only() -> None:

@@ -1,0 +1,64 @@
+"""``POST /__authorize``: the owning service decides who may subscribe to its entities through a gateway.
+
+A gateway serves other services' entities at its own ``/subscribe`` but
+holds none of their users, permissions or tenants. On each subscribe it
+forwards what its client presented (session cookie, ``Authorization``
+header, ``connection_init`` token) with the entity and filters; this service
+answers with its own ``Subscription.has_permission`` and
+``get_server_filters``, which the gateway then enforces. Only callers with
+the shared ``SERVICE_TOKEN`` may ask: the endpoint tells who a credential
+belongs to, in effect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from .conf import conf
+from .credentials import user_from
+from .subscriptions import FilterError, get_subscription
+from .views import has_service_token
+
+
+def _answer(allowed: bool, code: str = "", message: str = "", server_filters: Any = None) -> JsonResponse:
+    body: dict[str, Any] = {"allowed": allowed}
+    if allowed:
+        body["server_filters"] = server_filters or {}
+    else:
+        body["code"], body["message"] = code, message
+    return JsonResponse(body)
+
+
+@csrf_exempt  # authenticated by the service token in a header, never by a cookie of its own
+@require_POST
+async def authorize(request: HttpRequest) -> JsonResponse:
+    if not has_service_token(request):
+        return JsonResponse({"detail": "POST /__authorize needs 'Authorization: Service <SERVICE_TOKEN>'."},
+                            status=403)
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("entity"), str):
+        return JsonResponse({"detail": "Expected a JSON object with 'entity', 'filters' and 'credentials'."},
+                            status=400)
+    credentials = body.get("credentials")
+    subscription = get_subscription(body["entity"])
+    if subscription is None:
+        return _answer(False, "unknown_entity", f"Unknown entity {body['entity']!r}.")
+    user = await user_from(credentials if isinstance(credentials, dict) else {})
+    server = await database_sync_to_async(subscription.access)(user)
+    if server is None:
+        return _answer(False, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
+    try:
+        subscription.parse_filters(body.get("filters"), conf.ws_max_in_values)
+        subscription.parse_filters(server, 10**6, declared=False)
+    except FilterError as exc:
+        return _answer(False, exc.code, str(exc))
+    return _answer(True, server_filters=server)
