@@ -1,10 +1,12 @@
 import os
 
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
-http = get_asgi_application()
+# The demo serves its static files (the live page's client.js) itself; a real project uses its web server.
+http = ASGIStaticFilesHandler(get_asgi_application())
 
 from supergraph_messaging.routing import websocket_urlpatterns  # noqa: E402
 

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 class Daphne:
-    def __init__(self, redis_port: int, **env: str) -> None:
-        self.port = free_port()
+    def __init__(self, redis_port: int, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application"],
             cwd=ROOT, env=subprocess_env(SGM_TEST_REDIS_PORT=str(redis_port), **env),
