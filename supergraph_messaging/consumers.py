@@ -161,7 +161,6 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.user: Any = self.scope.get("user") or AnonymousUser()
         self.token: str | None = None
         self.acked = False
-        self.closing = False
         self.routes: dict[str, Route] = {}
         self.outgoing: list[str] = []
         self.sending: asyncio.Task[None] | None = None

@@ -51,7 +51,14 @@ def _drf_token_user(token: str) -> Any:
     return found.user if found is not None and found.user.is_active else None
 
 
+def parse_cookies(header: str) -> tuple[dict[str, str], str | None]:
+    """A ``Cookie`` header's cookies, and the session key among them."""
+    cookies = parse_cookie(header) if header else {}
+    return cookies, cookies.get(settings.SESSION_COOKIE_NAME)
+
+
 def session_user(session_key: str) -> Any:
+    """Django's own ``get_user`` for this session: backend, active user and session hash all checked."""
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
 
     class _Request:
@@ -74,8 +81,7 @@ async def user_from(credentials: dict[str, Any]) -> Any:
     if token:
         user = await authenticate_token(token) if isinstance(token, str) else None
         return user or AnonymousUser()
-    cookies = parse_cookie(str(credentials.get("cookie") or ""))
-    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    _, session_key = parse_cookies(str(credentials.get("cookie") or ""))
     if not session_key:
         return AnonymousUser()
     return await database_sync_to_async(session_user)(session_key)
