@@ -11,5 +11,7 @@ class SupergraphMessagingConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .discovery import autodiscover
+        from .gateway import announce
 
         autodiscover()
+        announce()

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from .conf import conf
 from .credentials import user_from
+from .gateway import is_remote
 from .subscriptions import FilterError, get_subscription
 from .views import has_service_token
 
@@ -50,7 +51,7 @@ async def authorize(request: HttpRequest) -> JsonResponse:
                             status=400)
     credentials = body.get("credentials")
     subscription = get_subscription(body["entity"])
-    if subscription is None:
+    if subscription is None or is_remote(subscription):  # a gateway answers only for its own entities
         return _answer(False, "unknown_entity", f"Unknown entity {body['entity']!r}.")
     user = await user_from(credentials if isinstance(credentials, dict) else {})
     server = await database_sync_to_async(subscription.access)(user)

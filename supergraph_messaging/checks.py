@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,6 +69,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="supergraph_messaging.W014",
             )
         )
+    errors += _check_gateway()
     prefix = raw.get("KEY_PREFIX", "")
     if isinstance(prefix, str) and any(c in prefix for c in "*?[]"):
         errors.append(
@@ -76,6 +78,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="supergraph_messaging.W001",
             )
         )
+    return errors
+
+
+def _check_gateway() -> list[Any]:
+    if not conf.gateway_services:
+        return []
+    errors: list[Any] = []
+    if not conf.service_token:
+        errors.append(Error(
+            "SUPERGRAPH_MESSAGING['GATEWAY_SERVICES'] is set but SERVICE_TOKEN is not: the gateway cannot read "
+            "the services' /__schema or ask their /__authorize, so it serves none of their entities.",
+            hint="Set SERVICE_TOKEN to the secret the services have.",
+            id="supergraph_messaging.E013",
+        ))
+    if importlib.util.find_spec("httpx") is None:
+        errors.append(Error(
+            "SUPERGRAPH_MESSAGING['GATEWAY_SERVICES'] is set but httpx is not installed: the gateway talks to "
+            "its services over HTTP with it.",
+            hint="pip install 'supergraph-messaging[gateway]' (or httpx).",
+            id="supergraph_messaging.E014",
+        ))
     return errors
 
 

@@ -71,6 +71,19 @@ def is_optional_str_list(value: Any) -> bool:
     return value is None or (isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value))
 
 
+def is_service_map(value: Any) -> bool:
+    """``{name: "http(s)://host[:port][/path]"}``: where a gateway finds each service."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    return all(
+        isinstance(name, str) and bool(re.fullmatch(r"[\w.-]+", name))
+        and isinstance(url, str) and bool(re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url))
+        for name, url in value.items()
+    )
+
+
 def is_origin(value: Any) -> bool:
     """``scheme://host[:port]`` and nothing more (no path, no wildcard)."""
     if not isinstance(value, str):
@@ -207,6 +220,15 @@ SETTINGS: dict[str, Setting] = {
                              lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
                              doc="Shared secret between services and the gateway, sent as "
                                  "'Authorization: Service <token>'."),
+    "GATEWAY_SERVICES": Setting(None, "None or a dict of service name -> base URL ('http://events:8002')",
+                                is_service_map,
+                                doc="Gateway mode: serve these services' subscriptions at this /subscribe (each "
+                                    "service decides who may subscribe, through POST /__authorize)."),
+    "GATEWAY_REFRESH_INTERVAL": Setting(30.0, NUMBER, is_positive_number,
+                                        doc="How often a gateway reads each service's /__schema again (a service "
+                                            "that did not answer: sooner, backing off up to this)."),
+    "GATEWAY_TIMEOUT": Setting(2.0, NUMBER, is_positive_number,
+                               doc="How long a gateway waits for a service's /__schema or /__authorize."),
     "WS_TOKEN_AUTHENTICATOR": Setting(None, "a dotted path to callable(token) -> user or None, or None",
                                       is_optional_str, doc="Resolves connection_init.payload.token."),
 }
@@ -484,6 +506,18 @@ class Settings:
     def service_token(self) -> str | None:
         token: str | None = self._get("SERVICE_TOKEN")
         return token
+
+    @property
+    def gateway_services(self) -> dict[str, str]:
+        return dict(self._get("GATEWAY_SERVICES") or {})
+
+    @property
+    def gateway_refresh_interval(self) -> float:
+        return float(self._get("GATEWAY_REFRESH_INTERVAL"))
+
+    @property
+    def gateway_timeout(self) -> float:
+        return float(self._get("GATEWAY_TIMEOUT"))
 
     @property
     def ws_token_authenticator(self) -> str | None:

@@ -27,10 +27,11 @@ from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .credentials import authenticate_token, session_user
 from .flow import FlowControl
+from .gateway import get_gateway, is_remote
 from .hub import Route, get_hub
 from .recovery import Position, missed
 from .serialization import dumps
-from .subscriptions import FilterError, Subscription, get_subscription
+from .subscriptions import Refused, Subscription, get_subscription
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -167,6 +168,9 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.flow = FlowControl(conf.ws_max_buffered_bytes)
         self.last_ping = 0.0
         self.rechecking: asyncio.Task[None] | None = None
+        #: What each subscription to another service's entity was granted with: (filters, server filters).
+        self.remote_grants: dict[str, tuple[Any, dict[str, Any]]] = {}
+        get_gateway()  # a gateway starts reading its services' schemas with its first client
         self.timers: dict[str, asyncio.TimerHandle] = {
             "init": asyncio.get_running_loop().call_later(conf.ws_init_timeout, self._init_timed_out)}
         await self.accept()
@@ -297,6 +301,9 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         token = payload.get("token")
         if token is not None:
             user = await self._token_user(token)
+            if user is None and get_gateway() is not None and isinstance(token, str) and token:
+                # A gateway keeps a token it cannot resolve: it may be a service's, which decides.
+                user = AnonymousUser()
             if user is None:
                 self.abort(FORBIDDEN)
                 return
@@ -376,16 +383,63 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.user = user
         for sub_id, route in list(self.routes.items()):
             subscription = get_subscription(route.entity)
+            if sub_id in self.remote_grants:
+                continue  # its service decides: _recheck_remote
             try:
                 allowed = subscription is not None and await database_sync_to_async(subscription.has_permission)(user)
             except Exception:
                 logger.exception("A permission check raised while re-checking %r.", sub_id)
                 allowed = False
             if not allowed:
-                self.routes.pop(sub_id, None)
-                get_hub().remove(route)
-                self._error(sub_id, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
-                self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
+                self._end(sub_id, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
+
+    def _end(self, sub_id: str, code: str, text: str) -> None:
+        """End one subscription from the server's side: an error saying why, then complete."""
+        route = self.routes.pop(sub_id, None)
+        self.remote_grants.pop(sub_id, None)
+        if route is not None:
+            get_hub().remove(route)
+        self._error(sub_id, code, text)
+        self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
+
+    def _credentials(self) -> dict[str, str]:
+        """What this client presented, for a service to decide on: cookie, Authorization header, token."""
+        presented: dict[str, str] = {}
+        for name, value in self.scope.get("headers", ()):
+            if name in (b"cookie", b"authorization"):
+                presented[name.decode()] = value.decode("latin1")
+        if self.token is not None:
+            presented["token"] = self.token
+        return presented
+
+    async def _recheck_remote(self) -> None:
+        """Ask each service again about its entities' subscriptions; a refusal ends them, as at logout.
+
+        A service that does not answer keeps them: their events come from
+        Redis, and the next re-check asks again.
+        """
+        for sub_id, (filters, granted) in list(self.remote_grants.items()):
+            route = self.routes.get(sub_id)
+            subscription = get_subscription(route.entity) if route is not None else None
+            if subscription is None or not is_remote(subscription):
+                continue
+            try:
+                server = await subscription.authorize(self._credentials(), filters)  # type: ignore[attr-defined]
+            except Refused as exc:
+                if exc.code != "unavailable":
+                    self._end(sub_id, exc.code, f"Access to {subscription.entity} ended: {exc}")
+                continue
+            if server != granted:
+                self._end(sub_id, "forbidden", f"Access to {subscription.entity} changed; subscribe again.")
+
+    async def _access(self, subscription: type[Subscription], filters: Any) -> dict[str, Any]:
+        """The server filters for this client, or :class:`Refused`: decided here, or by the owning service."""
+        if is_remote(subscription):
+            return await subscription.authorize(self._credentials(), filters)  # type: ignore[attr-defined, no-any-return]
+        server: dict[str, Any] | None = await database_sync_to_async(subscription.access)(self.user)
+        if server is None:
+            raise Refused(f"Not allowed to subscribe to {subscription.entity}.")
+        return server
 
     def _recheck(self) -> None:
         if not self.closing:
@@ -394,6 +448,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     async def _recheck_user(self) -> None:
         try:
             await self._refresh_user()
+            await self._recheck_remote()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -421,9 +476,12 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             self.abort(TOO_MANY)
             return
         entity = payload.get("entity")
-        subscription = get_subscription(entity) if isinstance(entity, str) else None
+        subscription = await self._subscription(entity)
         if subscription is None:
-            self._error(sub_id, "unknown_entity", f"Unknown entity {entity!r}.")
+            gateway = get_gateway()
+            down = gateway.unavailable() if gateway is not None else []
+            hint = f" (not answering: service {', '.join(map(repr, down))}; it may be theirs)" if down else ""
+            self._error(sub_id, "unknown_entity", f"Unknown entity {entity!r}{hint}.")
             return
         fields, problem = _parse_fields(subscription, payload.get("fields"))
         if problem:
@@ -431,13 +489,10 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         await self._refresh_user()  # access is decided by the user as of now, not as of connect
         try:
-            server = await database_sync_to_async(subscription.access)(self.user)
-            if server is None:
-                self._error(sub_id, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")
-                return
+            server = await self._access(subscription, payload.get("filters"))
             conditions = subscription.parse_filters(payload.get("filters"), conf.ws_max_in_values)
             conditions += subscription.parse_filters(server, 10**6, declared=False)
-        except FilterError as exc:
+        except Refused as exc:
             self._error(sub_id, exc.code, str(exc))
             return
         except Exception:
@@ -460,11 +515,14 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                         f"Subscription {twin.sub_id!r} on this connection is identical.")
             return
         self.routes[sub_id] = route
+        if is_remote(subscription):
+            self.remote_grants[sub_id] = (payload.get("filters"), server)
         try:
             await get_hub().add(route)
         except REDIS_ERRORS as exc:
             logger.warning("Subscribing %s to %s failed: %s", sub_id, subscription.entity, exc)
             self.routes.pop(sub_id, None)
+            self.remote_grants.pop(sub_id, None)
             get_hub().remove(route)
             self._error(sub_id, "unavailable", "The event stream is unavailable; retry later.")
             return
@@ -519,8 +577,19 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             self.abort(MALFORMED)
             return
         route = self.routes.pop(sub_id, None)
+        self.remote_grants.pop(sub_id, None)
         if route is not None:
             get_hub().remove(route)
+
+    async def _subscription(self, entity: Any) -> type[Subscription] | None:
+        if not isinstance(entity, str):
+            return None
+        found = get_subscription(entity)
+        gateway = get_gateway()
+        if found is None and gateway is not None and not gateway.discovered.is_set():
+            await gateway.ready()  # the first client of a new gateway: its services' entities are on their way
+            found = get_subscription(entity)
+        return found
 
 
 def _parse_since(raw: Any) -> tuple[dict[str, Position] | None, str]:

@@ -67,7 +67,18 @@ def _icontains(value: Any, expected: Any) -> bool:
     return isinstance(value, str) and isinstance(expected, str) and expected.casefold() in value.casefold()
 
 
-class FilterError(ValueError):
+class Refused(ValueError):
+    """A subscribe answered with an ``error`` frame for its id; the connection stays open."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class FilterError(Refused):
     """A client filter the Subscription does not allow (sent back as ``invalid_filter``)."""
 
     code = "invalid_filter"
@@ -279,6 +290,7 @@ def describe(classes: Iterable[type[Subscription]] | None = None) -> list[dict[s
                 field: [JSON_TYPES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)) if k in JSON_TYPES]
                 for field, kinds in cls.field_types.items()
             },
+            "fields": None if cls.fields is None else list(cls.fields),
             "requires_auth": cls.requires_auth(),
             "description": cls.description or (cls.__doc__ or "").strip(),
         }

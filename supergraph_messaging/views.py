@@ -10,11 +10,13 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from . import events, invalidation
 from .conf import conf
+from .gateway import get_gateway
 from .subscriptions import describe
 
 SERVICE_SCHEME = "Service"
@@ -35,6 +37,13 @@ def schema_document() -> dict[str, Any]:
         for r in invalidation.templates
     ]
     return {"subscriptions": describe(), "events": published, "caches": caches}
+
+
+async def _federated() -> None:
+    """On a gateway, the services' entities are read before the first answer that lists them."""
+    gateway = get_gateway()
+    if gateway is not None and not gateway.discovered.is_set():
+        await gateway.ready()
 
 
 def has_service_token(request: HttpRequest) -> bool:
@@ -61,14 +70,24 @@ def _refused() -> JsonResponse:
 
 
 @require_GET
-def schema(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(schema_document()) if may_read_schema(request) else _refused()
+async def schema(request: HttpRequest) -> JsonResponse:
+    if not await sync_to_async(may_read_schema)(request):
+        return _refused()
+    await _federated()
+    document = schema_document()
+    gateway = get_gateway()
+    if gateway is not None:  # where each federated entity lives, and whether it answers
+        served = gateway.describe()
+        for entry in document["subscriptions"]:
+            entry.update(served.get(entry["entity"], {}))
+    return JsonResponse(document)
 
 
 @require_GET
-def asyncapi(request: HttpRequest) -> JsonResponse:
+async def asyncapi(request: HttpRequest) -> JsonResponse:
     from .asyncapi import document
 
-    if not may_read_schema(request):
+    if not await sync_to_async(may_read_schema)(request):
         return _refused()
+    await _federated()
     return JsonResponse(document(request.get_host()), json_dumps_params={"indent": 2})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -96,7 +97,24 @@ SUPERGRAPH_MESSAGING = {
     # End-to-end tests start daphne with short ping timings to see 4008 quickly.
     "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
     "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),
+    "WS_AUTH_RECHECK_INTERVAL": float(os.environ.get("SGM_WS_AUTH_RECHECK", "60")),
 }
+# The gateway tests run this project in three roles: the service owning tests.testapp's entities (the
+# default), a second service (tests.beacon) and a gateway federating both (no entities of its own).
+ROLE = os.environ.get("SGM_TEST_ROLE", "service")
+if os.environ.get("SGM_SERVICE_TOKEN"):
+    SUPERGRAPH_MESSAGING["SERVICE_TOKEN"] = os.environ["SGM_SERVICE_TOKEN"]
+if ROLE != "service":
+    INSTALLED_APPS = [app for app in INSTALLED_APPS if app not in ("tests.testapp", "rest_framework.authtoken")]
+    INSTALLED_APPS += ["tests.beacon"] if ROLE == "beacon" else []
+    ROOT_URLCONF = "tests.service_urls"
+if ROLE == "gateway":
+    SUPERGRAPH_MESSAGING["GATEWAY_SERVICES"] = json.loads(os.environ["SGM_GATEWAY_SERVICES"])
+    SUPERGRAPH_MESSAGING["GATEWAY_REFRESH_INTERVAL"] = float(os.environ.get("SGM_GATEWAY_REFRESH", "30"))
+    SUPERGRAPH_MESSAGING["GATEWAY_TIMEOUT"] = 1.0
+    # The gateway keeps no users: a service's session cookie or token is forwarded, never looked up here.
+    SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 if os.environ.get("SGM_REDIS_URL"):  # a worker subprocess of a test on Sentinel or Cluster (tests/conftest.py)
     SUPERGRAPH_MESSAGING["REDIS_URL"] = os.environ["SGM_REDIS_URL"]
 

@@ -118,6 +118,9 @@ BAD_VALUES: dict[str, list[object]] = {
     "a number of seconds >= 0 (0 or None: only on subscribe)": [-1, "ten", True, float("inf")],
     "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL, or None": [3, "", ["redis://x"]],
     "a dotted path to callable(token) -> user or None, or None": [3, "", ["a.b"]],
+    "None or a dict of service name -> base URL ('http://events:8002')": [
+        ["http://events:8002"], {"events": "events:8002"}, {"a b": "http://x"}, {"events": "ftp://x"},
+        {"events": 8002}, {"events": "http://x:1/?q=1"}, "http://x"],
     "None or a list of origins like 'https://app.example.com:8443'": [
         "https://a.example", ["a.example"], ["https://*.example"], ["https://a.example/path"], ["ws://a:1"],
         ["https://a:notaport"], [3]],
@@ -299,3 +302,10 @@ def test_schema_access_token_without_a_token_is_a_warning() -> None:
     assert "supergraph_messaging.W014" not in ids(SUPERGRAPH_MESSAGING={"SCHEMA_ACCESS": "token",
                                                                        "SERVICE_TOKEN": "s" * 32})
     assert "supergraph_messaging.E007" in ids(SUPERGRAPH_MESSAGING={"SERVICE_TOKEN": "short"})
+
+
+def test_a_gateway_without_a_service_token_is_an_error() -> None:
+    services = {"events": "http://127.0.0.1:8002"}
+    assert "supergraph_messaging.E013" in ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": services})
+    assert "supergraph_messaging.E013" not in ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": services,
+                                                                       "SERVICE_TOKEN": "s" * 32})

@@ -1,0 +1,225 @@
+"""Gateway mode across real processes: two services and a gateway, each a daphne of its own.
+
+The service (tests.testapp's entities, the test database's users) and the
+beacon (one entity of its own) are separate processes; the gateway has
+neither their code nor their database (an in-memory one, no token table),
+so everything it serves it learned from their ``/__schema`` and everything
+it lets through it was told by their ``/__authorize``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+
+from tests.redis_server import RedisServer
+from tests.test_ws_e2e import Daphne
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+TOKEN = "gateway-tests-shared-service-token-0123456789"
+
+
+@dataclass
+class Federation:
+    redis_port: int
+    service: Daphne
+    beacon: Daphne
+    gateway: Daphne
+
+    def start_service(self) -> None:
+        self.service = Daphne(self.redis_port, port=self.service.port, SGM_SERVICE_TOKEN=TOKEN)
+
+    def schema(self) -> dict[str, Any]:
+        response = httpx.get(f"http://127.0.0.1:{self.gateway.port}/__schema",
+                             headers={"Authorization": f"Service {TOKEN}"})
+        assert response.status_code == 200, response.text
+        return {s["entity"]: s for s in response.json()["subscriptions"]}
+
+    def connect(self, **headers: str) -> Any:
+        return websockets.connect(f"ws://127.0.0.1:{self.gateway.port}/subscribe",
+                                  origin=websockets.Origin(f"http://127.0.0.1:{self.gateway.port}"),
+                                  additional_headers=headers or None)
+
+
+@pytest.fixture
+def federation(redis_server: RedisServer) -> Iterator[Federation]:
+    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN)
+    beacon = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN, SGM_TEST_ROLE="beacon")
+    services = {"tests": f"http://127.0.0.1:{service.port}", "beacon": f"http://127.0.0.1:{beacon.port}"}
+    gateway = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN, SGM_TEST_ROLE="gateway",
+                     SGM_GATEWAY_SERVICES=json.dumps(services), SGM_WS_AUTH_RECHECK="0.5")
+    setup = Federation(redis_server.port, service, beacon, gateway)
+    yield setup
+    for server in (setup.gateway, setup.service, setup.beacon):
+        server.stop()
+
+
+async def init(ws: Any, **payload: Any) -> None:
+    await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+
+async def subscribe(ws: Any, sub_id: str, entity: str, filters: Any = None, **more: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"id": sub_id, "type": "subscribe",
+                              "payload": {"entity": entity, "filters": filters, **more}}))
+    answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert answer["id"] == sub_id, answer
+    return answer
+
+
+async def frames(ws: Any, until: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    """Frames received until ``until(frames)`` holds."""
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while not until(out):
+            out.append(json.loads(await ws.recv()))
+    return out
+
+
+def user_credentials() -> tuple[str, str]:
+    """A user of the service (in the test database, which the gateway cannot see): session and token."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_user("alice", password="pw")
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value, Token.objects.create(user=user).key
+
+
+def publish(port: int, channel: str, *events: dict[str, Any]) -> None:
+    conn = redis.Redis(port=port)
+    for event in events:
+        conn.publish(channel, json.dumps(event))
+    conn.close()
+
+
+async def test_the_gateway_serves_both_services_with_their_filters_and_their_authority(
+        federation: Federation) -> None:
+    schema = federation.schema()
+    assert schema["CameraEvents"]["service"] == "tests" and schema["Beacon"]["service"] == "beacon"
+    assert schema["Beacon"]["available"] is True and schema["Secret"]["requires_auth"] is True
+    session, token = await asyncio.to_thread(user_credentials)
+    port = federation.redis_port
+
+    async with federation.connect() as anonymous, federation.connect() as by_token, \
+            federation.connect(Cookie=f"sessionid={session}") as by_cookie:
+        await init(anonymous)
+        await init(by_token, token=token)  # a token the gateway cannot resolve: kept for the services
+        await init(by_cookie)
+        assert (await subscribe(anonymous, "c", "CameraEvents", {"camera_id__in": [1, 2]}))["type"] == "subscribed"
+        assert (await subscribe(anonymous, "b", "Beacon", {"n__gt": 1}, fields=["n"]))["type"] == "subscribed"
+        assert (await subscribe(anonymous, "t", "TenantEvents"))["type"] == "subscribed"
+        # The service's permission refuses an anonymous client; its declarations are checked here too.
+        refused = await subscribe(anonymous, "s", "Secret")
+        assert refused["type"] == "error" and refused["payload"][0]["code"] == "forbidden"
+        bad = await subscribe(anonymous, "x", "Beacon", {"n__lt": 3})
+        assert bad["payload"][0]["code"] == "invalid_filter" and "allowed: eq, gt" in bad["payload"][0]["message"]
+        wrong_type = await subscribe(anonymous, "y", "Beacon", {"n": "3"})
+        assert wrong_type["payload"][0]["code"] == "invalid_filter"
+        assert (await subscribe(anonymous, "f", "Beacon", None, fields=["secret"]))["payload"][0]["code"] == \
+            "invalid_fields"
+        assert (await subscribe(anonymous, "u", "Nope"))["payload"][0]["code"] == "unknown_entity"
+        # The same user, by the service's token or by its session cookie: allowed.
+        assert (await subscribe(by_token, "s", "Secret"))["type"] == "subscribed"
+        assert (await subscribe(by_cookie, "s", "Secret"))["type"] == "subscribed"
+
+        await asyncio.to_thread(publish, port, "camera.events", *({"camera_id": n % 4, "n": n} for n in range(8)))
+        await asyncio.to_thread(publish, port, "beacon.events", *({"n": n, "label": "x"} for n in range(4)))
+        # TenantEvents: the service imposes tenant_id 1 for everyone; the client asked for no filter.
+        await asyncio.to_thread(publish, port, "tenant.events", {"tenant_id": 2, "n": 0}, {"tenant_id": 1, "n": 1})
+        await asyncio.to_thread(publish, port, "secret.events", {"n": 7})
+        got = await frames(anonymous, lambda out: len(out) >= 7)
+        by_id: dict[str, list[Any]] = {}
+        for frame in got:
+            assert frame["type"] == "next", frame
+            by_id.setdefault(frame["id"], []).append(frame["payload"]["data"])
+        assert [d["n"] for d in by_id["c"]] == [1, 2, 5, 6]
+        assert by_id["b"] == [{"n": 2}, {"n": 3}]  # n > 1, and only the field asked for
+        assert by_id["t"] == [{"tenant_id": 1, "n": 1}]
+        for ws in (by_token, by_cookie):
+            [secret] = await frames(ws, lambda out: len(out) >= 1)
+            assert secret["id"] == "s" and secret["payload"]["data"] == {"n": 7}
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await anonymous.recv()  # nothing else: no Secret, no tenant 2
+
+
+async def test_a_stopped_service_is_unavailable_alone_and_comes_back_by_itself(federation: Federation) -> None:
+    port = federation.redis_port
+    async with federation.connect() as ws:
+        await init(ws)
+        assert (await subscribe(ws, "c1", "CameraEvents"))["type"] == "subscribed"
+        assert (await subscribe(ws, "b1", "Beacon"))["type"] == "subscribed"
+        federation.service.stop()
+        down = await subscribe(ws, "c2", "CameraEvents")
+        assert down["type"] == "error" and down["payload"][0]["code"] == "unavailable"
+        assert "'tests'" in down["payload"][0]["message"]
+        assert federation.schema()["CameraEvents"]["available"] is False
+        assert federation.schema()["Beacon"]["available"] is True
+        # The beacon's entities go on: an open subscription streams, a new one is granted.
+        assert (await subscribe(ws, "b2", "Beacon", {"n": 5}))["type"] == "subscribed"
+        await asyncio.to_thread(publish, port, "beacon.events", {"n": 5})
+        got = await frames(ws, lambda out: len(out) >= 2)
+        assert sorted(f["id"] for f in got) == ["b1", "b2"]
+
+        federation.start_service()  # the same port; the gateway is not restarted
+        deadline = time.monotonic() + 15
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = await subscribe(ws, f"c-again-{attempt}", "CameraEvents", {"camera_id": 3})
+            if answer["type"] == "subscribed":
+                break
+            assert answer["payload"][0]["code"] == "unavailable"
+            assert time.monotonic() < deadline, "the service's entities did not come back"
+            await asyncio.sleep(0.2)
+        assert federation.schema()["CameraEvents"]["available"] is True
+        await asyncio.to_thread(publish, port, "camera.events", {"camera_id": 3, "n": 1})
+        got = await frames(ws, lambda out: any(f["id"] == f"c-again-{attempt}" for f in out))
+        assert {f["id"] for f in got} == {"c1", f"c-again-{attempt}"}  # and the subscription kept while down
+
+
+async def test_access_ends_at_the_gateway_when_the_service_says_so(federation: Federation) -> None:
+    from django.contrib.sessions.models import Session
+
+    session, _ = await asyncio.to_thread(user_credentials)
+    async with federation.connect(Cookie=f"sessionid={session}") as ws:
+        await init(ws)
+        assert (await subscribe(ws, "s", "Secret"))["type"] == "subscribed"
+        assert (await subscribe(ws, "c", "CameraEvents"))["type"] == "subscribed"
+        await asyncio.to_thread(lambda: Session.objects.filter(session_key=session).delete())  # logout
+        ended = await frames(ws, lambda out: any(f["type"] == "complete" for f in out))
+        assert [(f["type"], f["id"]) for f in ended] == [("error", "s"), ("complete", "s")]
+        assert ended[0]["payload"][0]["code"] == "forbidden"
+        await asyncio.to_thread(publish, federation.redis_port, "camera.events", {"camera_id": 1})
+        [kept] = await frames(ws, lambda out: len(out) >= 1)
+        assert kept["id"] == "c"  # the public subscription stays
+
+
+def test_a_service_announces_itself_when_it_starts(redis_server: RedisServer) -> None:
+    conn = redis.Redis(port=redis_server.port)
+    pubsub = conn.pubsub()
+    pubsub.subscribe("supergraph_messaging.services")
+    pubsub.get_message(timeout=1)
+    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN)
+    try:
+        message = None
+        deadline = time.monotonic() + 10
+        while message is None and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+        assert message is not None and json.loads(message["data"]) == {"service": "tests", "event": "started"}
+    finally:
+        service.stop()
+        pubsub.close()
+        conn.close()
