@@ -4,7 +4,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.access_control.settings")
 # The demo serves its static files (the live page's client.js) itself; a real project uses its web server.
 http = ASGIStaticFilesHandler(get_asgi_application())
 

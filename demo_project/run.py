@@ -1,5 +1,11 @@
-"""`make demo`: Redis (yours via $REDIS_URL, else an embedded one), migrations, sample data,
-daphne on 127.0.0.1:8000 and the messaging_listen worker; Ctrl-C stops everything."""
+"""`make demo`: the seed's topology, one process per part; Ctrl-C stops everything.
+
+Redis (yours via $REDIS_URL, else an embedded one); access_control (:8001),
+events (:8002) and notifications (:8003), each a daphne with its own settings
+and SQLite database and a messaging_listen worker; and the gateway (:8000)
+with the live page and the one /subscribe. $DEMO_PORTS moves them
+("gateway,access_control,events,notifications").
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST, PORT = "127.0.0.1", int(os.environ.get("DEMO_PORT", "8000"))
+HOST = "127.0.0.1"
+SERVICES = ("access_control", "events", "notifications")
 
 
 def free_port() -> int:
@@ -47,8 +54,31 @@ def start_embedded_redis() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"embedded Redis ({binary}) did not start; see {folder / 'redis.log'}")
 
 
-def manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+def settings_env(base: dict[str, str], service: str) -> dict[str, str]:
+    return dict(base, DJANGO_SETTINGS_MODULE=f"demo_project.{service}.settings")
+
+
+def manage(service: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=settings_env(env, service))
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]], what: str) -> None:
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"{what} failed (exit {proc.returncode}).")
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited (code {proc.returncode}).")
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{name} did not listen on {port}.")
 
 
 SEED = """
@@ -68,8 +98,10 @@ for mac, name, model, complex_id in [
 
 
 def main() -> None:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="demo_project.settings", PYTHONUNBUFFERED="1")
-    env.setdefault("ACCESS_CONTROL_URL", f"http://{HOST}:{PORT}")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    ports = dict(zip(("gateway", *SERVICES), map(int, env.setdefault("DEMO_PORTS", "8000,8001,8002,8003").split(",")),
+                     strict=True))
+    (Path(env.setdefault("DEMO_DATA_DIR", str(ROOT / "demo_project" / "data")))).mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
     if not env.get("REDIS_URL"):
         redis_proc, env["REDIS_URL"] = start_embedded_redis()
@@ -78,18 +110,26 @@ def main() -> None:
     else:
         print(f"Using REDIS_URL={env['REDIS_URL']}")
     try:
-        manage("migrate", "--noinput", "-v0", env=env)
-        manage("shell", "-c", SEED, env=env)
-        children.append(subprocess.Popen([sys.executable, "manage.py", "messaging_listen"], cwd=ROOT, env=env))
-        children.append(subprocess.Popen([sys.executable, "-m", "daphne", "-b", HOST, "-p", str(PORT),
-                                          "demo_project.asgi:application"], cwd=ROOT, env=env))
+        wait_all([manage(service, "migrate", "--noinput", "-v0", env=env) for service in SERVICES], "migrate")
+        wait_all([manage("access_control", "shell", "-c", SEED, env=env)], "the sample data")
+        servers = {}
+        for service in SERVICES:  # access_control handles no events: its worker relays its outbox
+            relay_only = ["--relay-only"] if service == "access_control" else []
+            children.append(manage(service, "messaging_listen", *relay_only, env=env))
+        for service in (*SERVICES, "gateway"):
+            command = ["-m", "daphne", "-b", HOST, "-p", str(ports[service]), "demo_project.asgi:application"]
+            servers[service] = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=settings_env(env, service))
+            children.append(servers[service])
+        for service, proc in servers.items():
+            wait_for_port(ports[service], proc, service)
+        base = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
         print(f"""
-Demo running:
-  live page   http://{HOST}:{PORT}/
-  admin       http://{HOST}:{PORT}/admin/   (user admin, password admin)
-  API         http://{HOST}:{PORT}/api/cameras/  ·  http://{HOST}:{PORT}/api/notifications/
-  schema      http://{HOST}:{PORT}/__schema  ·  http://{HOST}:{PORT}/__asyncapi
-  WebSocket   ws://{HOST}:{PORT}/subscribe
+Demo running (each a process of its own; a messaging_listen worker beside each service):
+  gateway         {base["gateway"]}/   the live page · /subscribe · /__schema · /__asyncapi
+  access_control  {base["access_control"]}/api/cameras/ · admin {base["access_control"]}/admin/ (admin / admin)
+  events          {base["events"]}/api/raw-events/ · /api/cache-stats/
+  notifications   {base["notifications"]}/api/notifications/
+  WebSocket       ws://{HOST}:{ports["gateway"]}/subscribe
 Ctrl-C stops everything.""", flush=True)
         stop = False
 

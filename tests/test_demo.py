@@ -1,4 +1,12 @@
-"""The demo end to end: `demo_project/run.py` (embedded Redis, daphne, messaging_listen) walked over HTTP and WS."""
+"""The demo end to end: `demo_project/run.py` (embedded Redis; access_control, events, notifications and the
+gateway, each its own daphne, with a messaging_listen worker per service), walked over HTTP and WebSocket.
+
+Every pattern crosses a process boundary: the cache-aside lookup falls back
+over HTTP from events to access_control (events has no camera table), events
+published by two services reach a WebSocket client through the gateway, and
+a settings change made at access_control becomes a row in notifications'
+own database.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +33,16 @@ from tests.redis_server import free_port
 pytestmark = pytest.mark.slow
 
 
+SERVICES = ("gateway", "access_control", "events", "notifications")
+
+
 class Demo:
     def __init__(self, tmp: str) -> None:
-        self.port = free_port()
+        self.ports = dict(zip(SERVICES, (free_port() for _ in SERVICES), strict=True))
+        self.port = self.ports["gateway"]
+        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-        env.update(DEMO_PORT=str(self.port), DEMO_DB=os.path.join(tmp, "demo.sqlite3"), PYTHONUNBUFFERED="1")
+        env.update(DEMO_PORTS=",".join(map(str, self.ports.values())), DEMO_DATA_DIR=tmp, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "demo_project/run.py"], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
@@ -52,9 +65,9 @@ class Demo:
             except httpx.HTTPError:
                 time.sleep(0.05)
         self.redis = redis.Redis.from_url(self.redis_url)
-        # messaging_listen is up once it subscribed (durable delivery: to the relay's nudges)
-        for _ in range(200):
-            if self.redis.pubsub_numsub("sgm:relay")[0][1]:
+        # The three workers are up once each subscribed (durable delivery: to the relays' nudges).
+        for _ in range(400):
+            if self.redis.pubsub_numsub("sgm:relay")[0][1] >= 3:
                 break
             time.sleep(0.05)
 
@@ -93,30 +106,40 @@ async def next_event(ws: Any, timeout: float = 5) -> dict[str, Any]:
                 return message["payload"]  # type: ignore[no-any-return]
 
 
-async def test_three_patterns(demo: Demo) -> None:
-    api = httpx.AsyncClient(base_url=demo.base, timeout=10)
-    # Pattern 3 / events: creating a camera publishes camera.created.
+async def test_three_patterns_across_processes(demo: Demo) -> None:
+    schema = httpx.get(demo.base + "/__schema").json()
+    owners = {s["entity"]: s.get("service") for s in schema["subscriptions"]}
+    assert owners == {"CameraChanges": "access_control", "CameraEvents": "events"}  # the gateway has none
+    access_control = httpx.AsyncClient(base_url=demo.urls["access_control"], timeout=10)
+    events = httpx.AsyncClient(base_url=demo.urls["events"], timeout=10)
+    notifications = httpx.AsyncClient(base_url=demo.urls["notifications"], timeout=10)
+    # access_control's changes, through the gateway: creating a camera publishes camera.created.
     changes = await ws_subscribe(demo, "CameraChanges", {})
-    r = await api.post("/api/cameras/", json={"mac_address": "DE:MO:00:00:00:01", "name": "Test", "complex_id": 42})
+    r = await access_control.post("/api/cameras/", json={"mac_address": "DE:MO:00:00:00:01", "name": "Test",
+                                                         "complex_id": 42})
     assert r.status_code == 201, r.text
     camera = r.json()
     created = await next_event(changes)
     assert created["channel"] == "camera.created" and created["data"]["mac_address"] == "DE:MO:00:00:00:01"
 
-    # Pattern 2: a raw event reaches the matching subscription only.
+    # Pattern 1, the fallback: with the camera not cached, the events service (no camera table of its own)
+    # looks it up over HTTP at access_control, and fills the cache for the next reader.
+    key = "camera:mac:DE:MO:00:00:00:01"
+    demo.redis.delete(key)
+    # Pattern 2: the raw event, processed by events, reaches the gateway's matching subscription only.
     matching = await ws_subscribe(demo, "CameraEvents", {"camera_id__in": [camera["id"]]})
     other = await ws_subscribe(demo, "CameraEvents", {"complex_id": 999})
-    r = await api.post("/api/raw-events/", json={"mac_address": "DE:MO:00:00:00:01", "event_type": "motion"})
+    r = await events.post("/api/raw-events/", json={"mac_address": "DE:MO:00:00:00:01", "event_type": "motion"})
     assert r.status_code == 202, r.text
+    assert r.json()["published"]["complex_id"] == 42  # access_control's row, fetched over HTTP
     event = await next_event(matching)
     assert event["data"]["camera_id"] == camera["id"] and event["data"]["event_type"] == "motion"
     with pytest.raises(TimeoutError):
         await next_event(other, timeout=0.5)
+    assert json.loads(demo.redis.get(key))["name"] == "Test"  # filled by the fallback
 
-    # Pattern 1: the lookup is cached; an update through the API invalidates it.
-    key = "camera:mac:DE:MO:00:00:00:01"
-    assert json.loads(demo.redis.get(key))["name"] == "Test"
-    r = await api.patch(f"/api/cameras/{camera['id']}/", json={"name": "Renamed", "complex_id": 43})
+    # Pattern 1, invalidation: an update at access_control reaches the events service's cache.
+    r = await access_control.patch(f"/api/cameras/{camera['id']}/", json={"name": "Renamed", "complex_id": 43})
     assert r.status_code == 200
     updated = await next_event(changes)  # camera.updated went out
     # access_control's CacheSync wrote the new row for this change; the events service's invalidate_on
@@ -126,18 +149,19 @@ async def test_three_patterns(demo: Demo) -> None:
     for _ in range(200):
         missing += not demo.redis.exists(key)
         await asyncio.sleep(0.005)
-    print(f"\nafter an update: the cached camera was missing in {missing} of 200 samples (fallbacks needed)")
+    print(f"\nafter an update: the cached camera was missing in {missing} of 200 samples (fallbacks needed;"
+          " access_control's CacheSync and events' invalidate_on in separate processes)")
     assert missing == 0
     assert demo.redis.get(key + "~ver").decode() == updated["data"]["_meta"]["event_id"]
-    r = await api.post("/api/raw-events/", json={"mac_address": "DE:MO:00:00:00:01", "event_type": "tamper"})
+    r = await events.post("/api/raw-events/", json={"mac_address": "DE:MO:00:00:00:01", "event_type": "tamper"})
     assert r.json()["published"]["complex_id"] == 43  # new data, long before the TTL
     assert json.loads(demo.redis.get(key))["name"] == "Renamed"
 
-    # Pattern 3: settings changes reach the notifications service.
-    r = await api.patch(f"/api/cameras/{camera['id']}/settings/", json={"settings": {"fps": 10}})
+    # Pattern 3: settings changed at access_control become a row in notifications' own database.
+    r = await access_control.patch(f"/api/cameras/{camera['id']}/settings/", json={"settings": {"fps": 10}})
     assert r.status_code == 200, r.text
     for _ in range(100):
-        notes = (await api.get("/api/notifications/")).json()
+        notes = (await notifications.get("/api/notifications/")).json()
         if notes:
             break
         await asyncio.sleep(0.05)
@@ -145,7 +169,8 @@ async def test_three_patterns(demo: Demo) -> None:
     assert notes[0]["payload"]["settings"] == {"fps": 10}
     for ws in (changes, matching, other):
         await ws.close()
-    await api.aclose()
+    for client in (access_control, events, notifications):
+        await client.aclose()
 
 
 @pytest.mark.browser

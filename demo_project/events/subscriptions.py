@@ -12,10 +12,3 @@ class CameraEventsSubscription(Subscription):
         "event_type": ["eq", "in"],
     }
 
-
-class CameraChangesSubscription(Subscription):
-    """Changes to cameras made through the API."""
-
-    entity = "CameraChanges"
-    channels = ["camera.created", "camera.updated", "camera.deleted", "camera.settings.updated"]
-    filters = {"id": ["eq", "in"], "complex_id": ["eq", "in"]}
