@@ -167,8 +167,12 @@ class Gateway:
                                         headers={"Authorization": f"Service {self.token}"})
         backoff = 0.5
         while True:
-            await self._listen()
-            await asyncio.gather(*(self.refresh(s) for s in self.services.values()))
+            try:
+                await self._listen()
+                await asyncio.gather(*(self.refresh(s) for s in self.services.values()))
+            except Exception:
+                # Whatever a service answered, the gateway keeps serving and reads again next round.
+                logger.exception("Reading the services' schemas failed; the gateway retries.")
             self.discovered.set()
             interval = conf.gateway_refresh_interval
             if self.unavailable() or self.notices is None:

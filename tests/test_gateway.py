@@ -223,3 +223,30 @@ def test_a_service_announces_itself_when_it_starts(redis_server: RedisServer) ->
         service.stop()
         pubsub.close()
         conn.close()
+
+
+def test_what_a_service_describes_is_checked_before_it_is_served(caplog: pytest.LogCaptureFixture) -> None:
+    from supergraph_messaging.gateway import Gateway, is_remote, remote_class
+    from supergraph_messaging.subscriptions import get_subscription, registry
+
+    for bad, problem in [({"entity": "X", "channels": []}, "X lists no channels"),
+                         ({"entity": "X", "channels": ["x"], "filters": {"n": ["near"]}}, "filters this version"),
+                         ({"channels": ["x"]}, "no entity"), (["X"], "not an object")]:
+        with pytest.raises(ValueError, match=problem):
+            remote_class("svc", bad)
+    gateway = Gateway({"svc": "http://127.0.0.1:1"}, TOKEN)
+    service = gateway.services["svc"]
+    good = {"entity": "Remote1", "channels": ["r.1"], "filters": {"n": ["gt"]}, "field_types": {"n": ["an integer"]},
+            "fields": ["n"], "requires_auth": True}
+    try:
+        gateway._install(service, [good, {"entity": "CameraEvents", "channels": ["elsewhere"]}, {"entity": 3}])
+        remote = get_subscription("Remote1")
+        assert remote is not None and is_remote(remote) and remote.requires_auth()
+        assert remote.field_types == {"n": (int,)} and remote.fields == ["n"]
+        local = get_subscription("CameraEvents")
+        assert local is not None and not is_remote(local)  # a service cannot take over a local entity
+        assert "already serves" in caplog.text and "ignored" in caplog.text
+        gateway._install(service, [])  # the service dropped it
+        assert get_subscription("Remote1") is None
+    finally:
+        registry[:] = [c for c in registry if not is_remote(c)]
