@@ -250,3 +250,28 @@ def test_what_a_service_describes_is_checked_before_it_is_served(caplog: pytest.
         assert get_subscription("Remote1") is None
     finally:
         registry[:] = [c for c in registry if not is_remote(c)]
+
+
+async def test_resume_with_since_works_through_the_gateway(federation: Federation) -> None:
+    """The gateway reads the service's streams (same Redis): a client back with its position misses nothing."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from supergraph_messaging import aredis_publish
+
+    with override_settings(SUPERGRAPH_MESSAGING={**settings.SUPERGRAPH_MESSAGING, "DELIVERY": "durable"}):
+        async with federation.connect() as ws:
+            await init(ws)
+            assert (await subscribe(ws, "c", "CameraEvents", {"camera_id": 5}))["type"] == "subscribed"
+            await aredis_publish("camera.events", {"camera_id": 5, "n": 1})
+            [first] = await frames(ws, lambda out: len(out) >= 1)
+            position = {"offset": first["payload"]["offset"], "epoch": first["payload"]["epoch"]}
+        for n in (2, 3):  # while the client is away
+            await aredis_publish("camera.events", {"camera_id": 5, "n": n})
+        await aredis_publish("camera.events", {"camera_id": 6, "n": 99})
+        async with federation.connect() as ws:
+            await init(ws)
+            answer = await subscribe(ws, "c", "CameraEvents", {"camera_id": 5}, since={"camera.events": position})
+            assert answer["type"] == "subscribed" and answer["payload"]["recovered"] is True
+            replayed = await frames(ws, lambda out: len(out) >= 2)
+            assert [f["payload"]["data"]["n"] for f in replayed] == [2, 3]
