@@ -50,8 +50,9 @@ class Federation:
                                   additional_headers=headers or None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def federation(redis_server: RedisServer) -> Iterator[Federation]:
+    """One set of processes for the module (each test leaves every process running, as it found it)."""
     service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN)
     beacon = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN, SGM_TEST_ROLE="beacon")
     services = {"tests": f"http://127.0.0.1:{service.port}", "beacon": f"http://127.0.0.1:{beacon.port}"}
