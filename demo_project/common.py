@@ -1,8 +1,9 @@
-"""What every demo service shares: Redis, the service token, templates, logging.
+"""What every demo service shares (Redis, the service token, templates, logging), and one service's settings.
 
-Each service (``demo_project/<service>/settings.py``) imports the names it
-uses from here and adds its own apps, URLs, database and service name; the
-services share no database and no code path, only Redis and HTTP.
+Each service's ``demo_project/<service>/settings.py`` is
+``globals().update(service_settings(name, its apps))`` plus what is its own:
+its apps, URLs, database, cookies and service name differ; the services
+share no database and no code path, only Redis and HTTP.
 """
 
 from __future__ import annotations
@@ -102,6 +103,18 @@ def messaging(service: str, **more: Any) -> dict[str, Any]:
             "SERVICE_TOKEN": SERVICE_TOKEN, **more}
 
 
-def cookies(service: str) -> tuple[str, str]:
-    """Session and CSRF cookie names of a service: browsers share cookies across the ports of one host."""
-    return f"{service}_sessionid", f"{service}_csrftoken"
+def service_settings(service: str, *apps: str, **messaging_settings: Any) -> dict[str, Any]:
+    """Every Django setting of one demo service."""
+    return {
+        "ALLOWED_HOSTS": ALLOWED_HOSTS, "CACHES": CACHES, "DEBUG": DEBUG, "DEFAULT_AUTO_FIELD": DEFAULT_AUTO_FIELD,
+        "LOGGING": LOGGING, "MIDDLEWARE": MIDDLEWARE, "REST_FRAMEWORK": REST_FRAMEWORK, "SECRET_KEY": SECRET_KEY,
+        "STATIC_URL": STATIC_URL, "TEMPLATES": TEMPLATES, "TIME_ZONE": TIME_ZONE, "USE_TZ": USE_TZ,
+        "INSTALLED_APPS": [*BASE_APPS, *apps],
+        "ROOT_URLCONF": f"demo_project.{service}.urls",
+        "ASGI_APPLICATION": "demo_project.asgi.application",
+        "DATABASES": database(service),
+        # Browsers share cookies across the ports of one host: each service names its own.
+        "SESSION_COOKIE_NAME": f"{service}_sessionid",
+        "CSRF_COOKIE_NAME": f"{service}_csrftoken",
+        "SUPERGRAPH_MESSAGING": messaging(service, **messaging_settings),
+    }
