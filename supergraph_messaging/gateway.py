@@ -264,6 +264,10 @@ class Gateway:
             response = await self.client.post(f"{service.url}/__authorize", json={
                 "entity": subscription.entity, "filters": filters, "credentials": dict(credentials)})
             answer = response.json() if response.status_code == 200 else None
+        except httpx.PoolTimeout:
+            # This gateway's own connections to the service are all busy (a burst of subscribes): the
+            # service is not down, this one subscribe is refused and retried by the client.
+            raise Refused(f"{subscription.entity} is busy at the gateway; retry later.", "unavailable") from None
         except (httpx.HTTPError, ValueError) as exc:
             answer, response = None, exc
         if not isinstance(answer, dict) or not isinstance(answer.get("allowed"), bool):
@@ -328,6 +332,6 @@ def announce() -> None:
         try:
             redis_publish(NOTICE_CHANNEL, {"service": conf.service_name or "", "event": "started"}, durable=False)
         except _UNREACHABLE as exc:  # a notice is a hint: gateways poll anyway
-            logger.info("Could not announce this service to gateways: %s", exc)
+            logger.debug("Could not announce this service to gateways: %s", exc)
 
     threading.Thread(target=publish, name="supergraph_messaging.announce", daemon=True).start()

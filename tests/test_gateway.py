@@ -21,7 +21,9 @@ import pytest
 import redis
 import websockets
 
+from tests.browser import browser_page  # noqa: F401 - fixture
 from tests.redis_server import RedisServer
+from tests.test_client_js import CLIENT_JS, wait_for
 from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -276,3 +278,33 @@ async def test_resume_with_since_works_through_the_gateway(federation: Federatio
             assert answer["type"] == "subscribed" and answer["payload"]["recovered"] is True
             replayed = await frames(ws, lambda out: len(out) >= 2)
             assert [f["payload"]["data"]["n"] for f in replayed] == [2, 3]
+
+
+WAITING_CLIENT = """
+window.events = []; window.errors = []; window.subscribed = 0;
+const client = new SubscriptionClient("%s", {minDelay: 100, maxDelay: 400});
+client.subscribe("CameraEvents", {filters: {camera_id: 1}}, (data) => window.events.push(data.n),
+                 {onSubscribed: () => { window.subscribed += 1; },
+                  onError: (errors, retrying) => window.errors.push([errors[0].code, retrying])});
+"""
+
+
+@pytest.mark.browser
+def test_client_js_through_the_gateway_waits_out_a_stopped_service(
+        federation: Federation, browser_page: Any) -> None:  # noqa: F811 - the fixture
+    """A browser subscribing while the service is down is subscribed by itself once the service is back."""
+    page = browser_page
+    federation.service.stop()
+    try:
+        page.goto(f"http://127.0.0.1:{federation.gateway.port}/__schema")  # a page of the gateway's origin
+        page.add_script_tag(content=CLIENT_JS.read_text() + WAITING_CLIENT % (
+            f"ws://127.0.0.1:{federation.gateway.port}/subscribe"), type="module")
+        wait_for(lambda: len(page.evaluate("window.errors")) >= 2, "the refusals while the service is down")
+        assert {tuple(e) for e in page.evaluate("window.errors")} == {("unavailable", True)}
+        federation.start_service()
+        wait_for(lambda: page.evaluate("window.subscribed") == 1, "the subscription, with no step of ours")
+    finally:
+        if federation.service.proc.poll() is not None:
+            federation.start_service()
+    publish(federation.redis_port, "camera.events", {"camera_id": 2, "n": 0}, {"camera_id": 1, "n": 1})
+    wait_for(lambda: page.evaluate("window.events") == [1], "the event")

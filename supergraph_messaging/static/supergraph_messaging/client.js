@@ -12,8 +12,10 @@
 // jittered backoff (so a restarted server is not hit by every browser at once),
 // every subscription is sent again after a reconnect, with `since` positions
 // when the server sent them (durable delivery replays what was missed;
-// otherwise a `gap` says events may be missing), and pings are answered
-// (the server closes a client that stops answering: its flow control).
+// otherwise a `gap` says events may be missing), a subscription refused as
+// `unavailable` (through a gateway: its service is down) is asked again with the
+// same backoff until it is granted (onError(errors, true) says it is retrying),
+// and pings are answered (the server closes a client that stops answering).
 
 const CLOSED_FOR_GOOD = new Set([4400, 4401, 4403, 4409, 4429]); // protocol errors: retrying repeats them
 
@@ -71,7 +73,10 @@ export class SubscriptionClient {
         this.acked = true;
         this.attempt = 0;
         this.onStatus("connected", frame.payload);
-        for (const [id, s] of this.subs) this.sendSubscribe(id, s);
+        for (const [id, s] of this.subs) {
+          clearTimeout(s.timer); // a new connection: every subscription is sent once, now
+          this.sendSubscribe(id, s);
+        }
         break;
       case "ping":
         this.send({ type: "pong", payload: frame.payload });
@@ -85,6 +90,8 @@ export class SubscriptionClient {
         break;
       case "subscribed":
         if (!sub) break;
+        sub.waiting = false;
+        sub.attempt = 0;
         sub.onSubscribed?.(frame.payload);
         if (frame.payload.recovered === false) sub.onGap?.("unrecoverable");
         break;
@@ -93,8 +100,14 @@ export class SubscriptionClient {
         break;
       case "error":
         if (sub) {
-          this.subs.delete(frame.id);
-          sub.onError?.(frame.payload);
+          sub.waiting = false;
+          // "unavailable" (Redis, or through a gateway the owning service, is away) is retried with
+          // the same jittered backoff; any other error ends the subscription.
+          const retrying = Array.isArray(frame.payload) && frame.payload.length > 0 &&
+            frame.payload.every((e) => e.code === "unavailable");
+          if (retrying) this.retryLater(frame.id, sub);
+          else this.subs.delete(frame.id);
+          sub.onError?.(frame.payload, retrying);
         }
         break;
       case "complete":
@@ -109,7 +122,16 @@ export class SubscriptionClient {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
+  retryLater(id, sub) {
+    const cap = Math.min(this.maxDelay, this.minDelay * 2 ** sub.attempt);
+    sub.attempt += 1;
+    sub.timer = setTimeout(() => {
+      if (this.subs.get(id) === sub && this.acked && !sub.waiting) this.sendSubscribe(id, sub);
+    }, Math.random() * cap);
+  }
+
   sendSubscribe(id, sub) {
+    sub.waiting = true;
     const payload = { entity: sub.entity };
     if (sub.filters) payload.filters = sub.filters;
     if (sub.fields) payload.fields = sub.fields;
@@ -119,10 +141,12 @@ export class SubscriptionClient {
 
   subscribe(entity, { filters, fields } = {}, onEvent, { onSubscribed, onGap, onError } = {}) {
     const id = String(this.nextId++);
-    const sub = { entity, filters, fields, onEvent, onSubscribed, onGap, onError, since: {} };
+    const sub = { entity, filters, fields, onEvent, onSubscribed, onGap, onError, since: {}, attempt: 0,
+                  timer: null, waiting: false };
     this.subs.set(id, sub);
     if (this.acked) this.sendSubscribe(id, sub);
     return () => {
+      clearTimeout(sub.timer);
       if (this.subs.delete(id)) this.send({ id, type: "complete" });
     };
   }
