@@ -215,7 +215,7 @@ async def test_deeply_nested_json_closes_4400_and_releases_routes(hub: None, red
         assert (await subscribe(comm, "1"))["type"] == "subscribed"
         await comm.send_to(text_data="[" * 5000 + "]" * 5000)
         assert await closed_with(comm) == 4400
-        await comm.wait()
+        await comm.disconnect()  # as daphne does after the close handshake
     await asyncio.sleep(0.2)
     numsub = redis_conn.pubsub_numsub("camera.events")[0][1]
     print(f"\nPUBSUB NUMSUB after 20 crashing frames: {numsub}")
