@@ -391,14 +391,20 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 logger.exception("A permission check raised while re-checking %r.", sub_id)
                 allowed = False
             if not allowed:
-                self._end(sub_id, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
+                self._end(route, "forbidden", f"Access to {route.entity} ended (logged out or deactivated).")
 
-    def _end(self, sub_id: str, code: str, text: str) -> None:
-        """End one subscription from the server's side: an error saying why, then complete."""
-        route = self.routes.pop(sub_id, None)
+    def _end(self, route: Route, code: str, text: str) -> None:
+        """End one subscription from the server's side: an error saying why, then complete.
+
+        Only if it is still the one that was checked: the check awaited, and
+        meanwhile the client may have completed it, or reused its id.
+        """
+        sub_id = route.sub_id
+        if self.routes.get(sub_id) is not route:
+            return
+        del self.routes[sub_id]
         self.remote_grants.pop(sub_id, None)
-        if route is not None:
-            get_hub().remove(route)
+        get_hub().remove(route)
         self._error(sub_id, code, text)
         self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
 
@@ -421,16 +427,16 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         for sub_id, (filters, granted) in list(self.remote_grants.items()):
             route = self.routes.get(sub_id)
             subscription = get_subscription(route.entity) if route is not None else None
-            if subscription is None or not is_remote(subscription):
+            if route is None or subscription is None or not is_remote(subscription):
                 continue
             try:
                 server = await subscription.authorize(self._credentials(), filters)  # type: ignore[attr-defined]
             except Refused as exc:
                 if exc.code != "unavailable":
-                    self._end(sub_id, exc.code, f"Access to {subscription.entity} ended: {exc}")
+                    self._end(route, exc.code, f"Access to {subscription.entity} ended: {exc}")
                 continue
             if server != granted:
-                self._end(sub_id, "forbidden", f"Access to {subscription.entity} changed; subscribe again.")
+                self._end(route, "forbidden", f"Access to {subscription.entity} changed; subscribe again.")
 
     async def _access(self, subscription: type[Subscription], filters: Any) -> dict[str, Any]:
         """The server filters for this client, or :class:`Refused`: decided here, or by the owning service."""

@@ -23,6 +23,7 @@ import websockets
 
 from tests.browser import browser_page  # noqa: F401 - fixture
 from tests.redis_server import RedisServer
+from tests.test_asyncapi import node  # noqa: F401 - fixture
 from tests.test_client_js import CLIENT_JS, wait_for
 from tests.test_ws_e2e import Daphne
 
@@ -308,3 +309,17 @@ def test_client_js_through_the_gateway_waits_out_a_stopped_service(
             federation.start_service()
     publish(federation.redis_port, "camera.events", {"camera_id": 2, "n": 0}, {"camera_id": 1, "n": 1})
     wait_for(lambda: page.evaluate("window.events") == [1], "the event")
+
+
+def test_the_gateway_asyncapi_lists_the_federated_subscriptions_and_validates(
+        federation: Federation, node: str) -> None:  # noqa: F811 - the fixture
+    from tests.test_asyncapi import parse
+
+    response = httpx.get(f"http://127.0.0.1:{federation.gateway.port}/__asyncapi",
+                         headers={"Authorization": f"Service {TOKEN}"})
+    assert response.status_code == 200, response.text
+    result = parse(node, response.json())
+    assert result["errors"] == [] and result["warnings"] == [], result
+    entities = set(federation.schema())
+    assert {"Beacon", "CameraEvents", "Secret"} <= entities
+    assert {f"subscribe.{e}" for e in entities} | {f"next.{e}" for e in entities} <= set(result["operations"])
