@@ -509,7 +509,8 @@ class Settings:
 
     @property
     def gateway_services(self) -> dict[str, str]:
-        return dict(self._get("GATEWAY_SERVICES") or {})
+        services: dict[str, str] = self._get("GATEWAY_SERVICES") or {}  # memoised: read per connection
+        return services
 
     @property
     def gateway_refresh_interval(self) -> float:

@@ -430,7 +430,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             if route is None or subscription is None or not is_remote(subscription):
                 continue
             try:
-                server = await subscription.authorize(self._credentials(), filters)  # type: ignore[attr-defined]
+                server = await subscription.authorize(self._credentials(), filters)
             except Refused as exc:
                 if exc.code != "unavailable":
                     self._end(route, exc.code, f"Access to {subscription.entity} ended: {exc}")
@@ -441,7 +441,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     async def _access(self, subscription: type[Subscription], filters: Any) -> dict[str, Any]:
         """The server filters for this client, or :class:`Refused`: decided here, or by the owning service."""
         if is_remote(subscription):
-            return await subscription.authorize(self._credentials(), filters)  # type: ignore[attr-defined, no-any-return]
+            return await subscription.authorize(self._credentials(), filters)
         server: dict[str, Any] | None = await database_sync_to_async(subscription.access)(self.user)
         if server is None:
             raise Refused(f"Not allowed to subscribe to {subscription.entity}.")

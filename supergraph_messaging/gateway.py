@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from .conf import conf
 from .connection import REDIS_ERRORS
@@ -68,7 +68,7 @@ class RemoteSubscription(Subscription):
         return await gateway.authorize(cls, credentials, filters)
 
 
-def is_remote(subscription: type[Subscription]) -> bool:
+def is_remote(subscription: type[Subscription]) -> TypeGuard[type[RemoteSubscription]]:
     return issubclass(subscription, RemoteSubscription)
 
 
@@ -154,9 +154,6 @@ class Gateway:
         except TimeoutError:
             pass  # a service that does not answer is unavailable, not a reason to hold a client
 
-    def service_of(self, entity: str) -> Service | None:
-        return next((s for s in self.services.values() if entity in s.entities), None)
-
     def unavailable(self) -> list[str]:
         return [s.name for s in self.services.values() if not s.available]
 
@@ -230,8 +227,8 @@ class Gateway:
             try:
                 entity = entry.get("entity") if isinstance(entry, Mapping) else None
                 owner = get_subscription(entity) if isinstance(entity, str) else None
-                if owner is not None and not (is_remote(owner) and owner.service == service.name):  # type: ignore[attr-defined]
-                    where = f"service {owner.service!r}" if is_remote(owner) else "this project"  # type: ignore[attr-defined]
+                if owner is not None and not (is_remote(owner) and owner.service == service.name):
+                    where = f"service {owner.service!r}" if is_remote(owner) else "this project"
                     logger.warning("Service %r offers %s, which %s already serves; ignored.",
                                    service.name, entity, where)
                     continue
