@@ -300,7 +300,8 @@ def test_client_js_through_the_gateway_waits_out_a_stopped_service(
         page.goto(f"http://127.0.0.1:{federation.gateway.port}/__schema")  # a page of the gateway's origin
         page.add_script_tag(content=CLIENT_JS.read_text() + WAITING_CLIENT % (
             f"ws://127.0.0.1:{federation.gateway.port}/subscribe"), type="module")
-        wait_for(lambda: len(page.evaluate("window.errors")) >= 2, "the refusals while the service is down")
+        # A module script may run after add_script_tag returns: until then window.errors is undefined.
+        wait_for(lambda: page.evaluate("(window.errors || []).length") >= 2, "the refusals while the service is down")
         assert {tuple(e) for e in page.evaluate("window.errors")} == {("unavailable", True)}
         federation.start_service()
         wait_for(lambda: page.evaluate("window.subscribed") == 1, "the subscription, with no step of ours")
