@@ -77,8 +77,16 @@ def enqueue(channel: str, payload: Any, using: str | None = None) -> uuid.UUID |
         cursor.execute(_insert_sql(db), [fields[0].get_db_prep_save(event_id, connection), channel, data,
                                                  fields[1].get_db_prep_save(timezone.now(), connection)])
     counters["enqueued"] += 1
-    transaction.on_commit(nudge, using=db)
+    if not _nudge_registered(connection):
+        transaction.on_commit(nudge, using=db)
     return event_id
+
+
+def _nudge_registered(connection: Any) -> bool:
+    """One wake-up call per commit, not one per event: true when a nudge is registered that no rollback
+    to a savepoint open now can discard (one made in a savepoint since rolled back is gone already)."""
+    open_savepoints = set(connection.savepoint_ids)
+    return any(func is nudge and savepoints <= open_savepoints for savepoints, func, *_ in connection.run_on_commit)
 
 
 @functools.cache

@@ -8,10 +8,11 @@ CPU contention a descheduled publisher held the GIL for a whole time slice
 (measured: +131 µs of stalls inside ``cursor.execute`` per request).
 
 Here the request thread itself writes the command to the process's
-publishing connection (about 20 µs) and never waits for the reply: replies that
-have arrived are read before the next send, and :meth:`flush` reads the
-rest. No thread, no hand-off, no round trip on the request path. Replies
-come back in order, so each confirms the oldest unconfirmed event.
+publishing connection (one ``write``, see :mod:`.wire`) and never waits for
+the reply: replies that have arrived are read before the next send, and
+:meth:`flush` reads the rest. No thread, no hand-off, no round trip on the
+request path. Replies come back in order, so each confirms the oldest
+unconfirmed event.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ from .conf import conf
 from .connection import REDIS_ERRORS, RedisClient, get_redis_client
 from .keys import full_channel
 from .serialization import dumps
+from .wire import ClosedBeforeSend, Wire, open_wire, pack_publish
 
 logger = logging.getLogger("supergraph_messaging.events")
 
 Event = tuple[str, dict[str, Any] | None]  # None: a raw message, confirmed without callbacks
+
+#: A raw message looks for replies only when this many sends are unconfirmed (see ``publish_raw``).
+RAW_READ_EVERY = 64
 
 
 class _Line:
@@ -45,6 +50,26 @@ class _Line:
         self.conn: Any = client.publishing_connection()
         self.pending: collections.deque[Event] = collections.deque()
         self.lock = threading.Lock()
+        self.wire: Wire | None = None
+
+    def current_wire(self) -> Wire | None:
+        """The raw socket of the live connection; ``None`` while disconnected or on TLS."""
+        sock = getattr(self.conn, "_sock", None)
+        if sock is None:
+            return None
+        if self.wire is None or self.wire.sock is not sock:
+            self.wire = open_wire(self.conn)
+        return self.wire
+
+    def write(self, channel: str, data: bytes) -> None:
+        """PUBLISH without reading the reply; connects first if the last connection was dropped."""
+        if getattr(self.conn, "_sock", None) is None:
+            self.conn.connect()
+        wire = self.current_wire()
+        if wire is None:
+            self.conn.send_command("PUBLISH", full_channel(channel), data)
+        else:
+            wire.send(pack_publish(full_channel(channel).encode(), data))
 
 
 class PipelinedPublisher:
@@ -88,7 +113,12 @@ class PipelinedPublisher:
         self._send(channel, payload, data)
 
     def publish_raw(self, channel: str, data: bytes) -> None:
-        """Send bytes as they are, uncounted (a signal to another process, not an event)."""
+        """Send bytes as they are, uncounted: a wake-up call to another process, not an event.
+
+        Best effort, and cheaper for it: it reads replies only every ``RAW_READ_EVERY`` sends, not
+        before each (that read was a fifth of the outbox's cost per request). A wake-up call sent on a
+        connection Redis closed a moment before is lost; the woken process polls as well.
+        """
         self._send(channel, None, data)
 
     def _send(self, channel: str, payload: dict[str, Any] | None, data: bytes) -> None:
@@ -102,20 +132,25 @@ class PipelinedPublisher:
             self._send_sharded(line, channel, payload, data)
             return
         with line.lock:
-            try:
-                self._read(line, wait=0.0)
-            except REDIS_ERRORS as exc:
-                # A connection the server closed (Redis restarted): the send below reconnects.
-                self._fail_pending(line, exc)
+            if payload is not None or len(line.pending) >= RAW_READ_EVERY:
+                try:
+                    self._read(line, wait=0.0)
+                except REDIS_ERRORS as exc:
+                    # A connection the server closed (Redis restarted): the send below reconnects.
+                    self._fail_pending(line, exc)
             if len(line.pending) >= conf.publish_queue_size:
                 if payload is not None:
                     self._on_failed(channel, payload, f"{len(line.pending)} published events are still "
                                     "unconfirmed by Redis", "dropped")
                 return
             try:
-                line.conn.send_command("PUBLISH", full_channel(channel), data)
+                try:
+                    line.write(channel, data)
+                except ClosedBeforeSend as exc:  # closed since the last read; nothing of this one went out
+                    self._fail_pending(line, exc)
+                    line.write(channel, data)
             except REDIS_ERRORS as exc:
-                line.conn.disconnect()
+                self._fail_pending(line, exc)  # a half-written command: nothing more can be read on it
                 breaker.record_failure(exc)
                 if payload is not None:
                     self._on_failed(channel, payload, str(exc), "failed")
@@ -144,8 +179,22 @@ class PipelinedPublisher:
         """Read the replies that have arrived, waiting up to ``wait`` seconds for the outstanding ones.
 
         With nothing outstanding it still looks once: a readable connection
-        then means the server closed it, and ``read_response`` says so.
+        then means the server closed it, and the read says so.
         """
+        if getattr(line.conn, "_sock", None) is None:
+            return  # disconnected: what was pending on it has been failed already
+        wire = line.current_wire()
+        if wire is None:
+            self._read_redis_py(line, wait)
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            for reply in wire.replies(max(0.0, deadline - time.monotonic()) if line.pending else 0.0):
+                self._confirm(line, reply)
+            if not line.pending or time.monotonic() >= deadline:
+                return
+
+    def _read_redis_py(self, line: _Line, wait: float) -> None:
         deadline = time.monotonic() + wait
         conn = line.conn
         while True:
@@ -153,19 +202,24 @@ class PipelinedPublisher:
             if not conn.can_read(timeout=remaining):
                 return
             try:
-                receivers = conn.read_response()
+                reply: int | redis.ResponseError = conn.read_response()
             except redis.ResponseError as exc:
-                if not line.pending:
-                    raise
-                channel, payload = line.pending.popleft()
-                if payload is not None:
-                    self._on_failed(channel, payload, str(exc), "failed")
-                continue
-            if not line.pending:
-                raise redis.ConnectionError(f"unexpected reply {receivers!r} on the publishing connection")
-            channel, payload = line.pending.popleft()
-            if payload is not None:
-                self._on_published(channel, payload, int(receivers))
+                reply = exc
+            self._confirm(line, reply)
+
+    def _confirm(self, line: _Line, reply: int | redis.ResponseError) -> None:
+        """``reply`` answers the oldest event still pending."""
+        if not line.pending:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+            raise redis.ConnectionError(f"unexpected reply {reply!r} on the publishing connection")
+        channel, payload = line.pending.popleft()
+        if payload is None:
+            return
+        if isinstance(reply, redis.ResponseError):
+            self._on_failed(channel, payload, str(reply), "failed")
+        else:
+            self._on_published(channel, payload, int(reply))
 
     def _fail_pending(self, line: _Line, exc: BaseException) -> None:
         """The connection broke: events sent on it may or may not have reached Redis."""
