@@ -185,6 +185,52 @@ def test_publishing_after_client_kill_loses_no_event_and_at_most_the_first_wake_
     print(f"\n3 rounds of CLIENT KILL: {lost_events} of 30 events lost, {lost_raw} of 9 wake-up calls lost")
 
 
+@pytest.fixture
+def tls_redis(tmp_path: Any) -> Iterator[tuple[Any, str]]:
+    """A redis-server with a TLS port besides its plain one (a self-signed certificate made here)."""
+    import subprocess
+
+    from tests.redis_server import RedisServer, free_port
+
+    cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls_port = free_port()
+    server = RedisServer(extra_args=("--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+                                     "--tls-key-file", str(key), "--tls-auth-clients", "no"))
+    server.start()
+    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none"
+    server.close()
+
+
+@pytest.mark.topology("single")  # a server of its own, with a TLS port
+def test_events_over_tls_go_through_redis_py_and_survive_client_kill(tls_redis: tuple[Any, str]) -> None:
+    """A TLS socket encrypts in user space, so the publisher keeps redis-py's reads and writes for it;
+    they see a closed connection before the next event as the raw socket does."""
+    from django.test import override_settings
+
+    from supergraph_messaging.events import counters, publisher
+
+    server, url = tls_redis
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": url}):
+        conn = server.client()
+        pubsub = conn.pubsub()
+        pubsub.subscribe("tls.events")
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+        received: list[int] = []
+        published = counters["published"]
+        for round_ in range(3):
+            for n in range(10):
+                publisher.publish("tls.events", {"n": round_ * 10 + n})
+            assert publisher.flush(5)
+            while (message := pubsub.get_message(timeout=0.3)) is not None:
+                received.append(json.loads(message["data"])["n"])
+            assert conn.client_kill_filter(_type="normal", skipme=True) >= 1
+        pubsub.close()
+    assert received == list(range(30)) and counters["published"] - published == 30
+    assert any(type(line.conn).__name__ == "SSLConnection" and line.wire is None for line in publisher._lines)
+
+
 @pytest.mark.topology("single")  # it stops, freezes or restarts the session's Redis
 def test_event_publishing_goes_through_the_breaker(own_redis: Any, caplog: Any) -> None:
     from django.test import override_settings
