@@ -31,7 +31,7 @@ from .conf import conf
 from .connection import REDIS_ERRORS, RedisClient, get_redis_client
 from .keys import full_channel
 from .serialization import dumps
-from .wire import ClosedBeforeSend, Wire, open_wire, pack_publish
+from .wire import ClosedBeforeSend, Wire, open_wire
 
 logger = logging.getLogger("supergraph_messaging.events")
 
@@ -52,24 +52,25 @@ class _Line:
         self.lock = threading.Lock()
         self.wire: Wire | None = None
 
+    def connected(self) -> bool:
+        return getattr(self.conn, "_sock", None) is not None
+
     def current_wire(self) -> Wire | None:
-        """The raw socket of the live connection; ``None`` while disconnected or on TLS."""
-        sock = getattr(self.conn, "_sock", None)
-        if sock is None:
-            return None
-        if self.wire is None or self.wire.sock is not sock:
+        """The raw socket of the connected connection; ``None`` on TLS."""
+        if self.wire is None or self.wire.sock is not self.conn._sock:
             self.wire = open_wire(self.conn)
         return self.wire
 
     def write(self, channel: str, data: bytes) -> None:
         """PUBLISH without reading the reply; connects first if the last connection was dropped."""
-        if getattr(self.conn, "_sock", None) is None:
+        if not self.connected():
             self.conn.connect()
+        packed = self.conn.pack_command("PUBLISH", full_channel(channel), data)
         wire = self.current_wire()
         if wire is None:
-            self.conn.send_command("PUBLISH", full_channel(channel), data)
+            self.conn.send_packed_command(packed)
         else:
-            wire.send(pack_publish(full_channel(channel).encode(), data))
+            wire.send(b"".join(packed))
 
 
 class PipelinedPublisher:
@@ -181,7 +182,7 @@ class PipelinedPublisher:
         With nothing outstanding it still looks once: a readable connection
         then means the server closed it, and the read says so.
         """
-        if getattr(line.conn, "_sock", None) is None:
+        if not line.connected():
             return  # disconnected: what was pending on it has been failed already
         wire = line.current_wire()
         if wire is None:

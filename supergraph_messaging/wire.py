@@ -9,10 +9,10 @@ caches went cold since the last event, that was 40-110 µs per event
 how Python implements socket timeouts), so here a send is one ``write`` and
 a look for replies is one ``read``, which also sees the server's close.
 
-redis-py still opens the connection (AUTH, SELECT, the client name); only
-PUBLISH commands travel here, and their replies are single lines: an integer,
-or an error. TLS connections keep redis-py's path (:func:`open_wire` returns
-``None`` for them).
+redis-py still opens the connection (AUTH, SELECT, the client name) and packs
+the commands; only PUBLISH commands travel here, and their replies are single
+lines: an integer, or an error. TLS connections keep redis-py's path
+(:func:`open_wire` returns ``None`` for them).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import select
 import socket
-import time
 from typing import Any
 
 import redis
@@ -29,10 +28,6 @@ import redis
 class ClosedBeforeSend(redis.ConnectionError):
     """The connection was found closed before any byte of the command was written: sending it again on
     a new connection cannot duplicate it."""
-
-
-def pack_publish(channel: bytes, data: bytes) -> bytes:
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(data), data)
 
 
 class Wire:
@@ -51,7 +46,8 @@ class Wire:
             try:
                 view = view[os.write(self.fd, view):]
             except BlockingIOError:
-                self._wait(select.POLLOUT, self.timeout, "Timeout writing to the socket")
+                if not self._poll(select.POLLOUT, self.timeout):
+                    raise redis.TimeoutError("Timeout writing to the socket") from None
             except OSError as exc:
                 error = ClosedBeforeSend if len(view) == len(packed) else redis.ConnectionError
                 raise error(f"Error while writing to the socket: {exc}") from exc
@@ -62,7 +58,7 @@ class Wire:
         Raises ``ConnectionError`` when the server closed the connection or
         sent something that is not a PUBLISH reply.
         """
-        if wait > 0 and b"\n" not in self._buffer and not self._ready(wait):
+        if wait > 0 and b"\n" not in self._buffer and not self._poll(select.POLLIN, wait):
             return []
         while True:
             try:
@@ -95,21 +91,11 @@ class Wire:
         self._buffer = buffer[start:]
         return out
 
-    def _ready(self, timeout: float) -> bool:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-
-    def _wait(self, events: int, timeout: float | None, message: str) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _poll(self, events: int, timeout: float | None) -> bool:
+        """Whether ``events`` happened within ``timeout`` seconds (``None``: no limit)."""
         poller = select.poll()
         poller.register(self.fd, events)
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if poller.poll(None if remaining is None else remaining * 1000):
-                return
-            if remaining is not None and remaining <= 0:
-                raise redis.TimeoutError(message)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def open_wire(conn: Any) -> Wire | None:
