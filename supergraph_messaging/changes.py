@@ -12,14 +12,29 @@ one instance are two changes) and read after the save.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from typing import Any
 
 _ATTR = "_supergraph_change_id"
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def new_id() -> str:
+    """A random UUID (version 4) as text, as ``str(uuid.uuid4())`` makes it at half the cost (no
+    ``UUID`` object): one is made for every event, on the request's thread."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def utc_timestamp() -> str:
+    """Now, in ISO 8601 with microseconds and ``Z`` (``datetime.now(UTC).isoformat()`` costs twice this)."""
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanoseconds // 1000:06d}Z"
 
 
 def begin(instance: Any) -> None:
-    instance.__dict__[_ATTR] = str(uuid.uuid4())
+    instance.__dict__[_ATTR] = new_id()
 
 
 def of(instance: Any) -> str | None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
-import datetime
 import logging
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,8 +112,8 @@ def make_event(
         "event": channel,
         "action": action,
         "entity": entity,
-        "event_id": event_id or str(uuid.uuid4()),
-        "ts": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        "event_id": event_id or changes.new_id(),
+        "ts": changes.utc_timestamp(),
     }
     if before is not None:
         meta["previous"] = {

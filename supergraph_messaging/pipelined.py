@@ -9,10 +9,12 @@ CPU contention a descheduled publisher held the GIL for a whole time slice
 
 Here the request thread itself writes the command to the process's
 publishing connection (one ``write``, see :mod:`.wire`) and never waits for
-the reply: replies that have arrived are read before the next send, and
-:meth:`flush` reads the rest. No thread, no hand-off, no round trip on the
-request path. Replies come back in order, so each confirms the oldest
-unconfirmed event.
+the reply. Replies are read in batches before a send (every
+``READ_EVERY`` sends or ``READ_INTERVAL`` seconds), and :meth:`flush` reads
+the rest; before each send one ``poll`` asks only whether Redis closed the
+connection, so a send never goes to a socket the server already closed. No
+thread, no hand-off, no round trip on the request path. Replies come back in
+order, so each confirms the oldest unconfirmed event.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ logger = logging.getLogger("supergraph_messaging.events")
 
 Event = tuple[str, dict[str, Any] | None]  # None: a raw message, confirmed without callbacks
 
-#: A raw message looks for replies only when this many sends are unconfirmed (see ``publish_raw``).
-RAW_READ_EVERY = 64
+#: Replies are read once this many sends are unconfirmed (or ``PUBLISH_QUEUE_SIZE``, if smaller)...
+READ_EVERY = 64
+#: ... or this many seconds after the last read, so that a quiet process's counters and
+#: ``event_published`` signals are not held back for long.
+READ_INTERVAL = 0.1
 
 
 class _Line:
@@ -51,6 +56,7 @@ class _Line:
         self.pending: collections.deque[Event] = collections.deque()
         self.lock = threading.Lock()
         self.wire: Wire | None = None
+        self.read_by = 0.0  # time.monotonic() after which replies are read before the next send
 
     def connected(self) -> bool:
         return getattr(self.conn, "_sock", None) is not None
@@ -60,6 +66,20 @@ class _Line:
         if self.wire is None or self.wire.sock is not self.conn._sock:
             self.wire = open_wire(self.conn)
         return self.wire
+
+    def read_due(self) -> bool:
+        """Whether to read replies before the next send.
+
+        Reading before every send cost ~20 µs per event inside a request (an ``os.read``, parsing,
+        the callbacks on a cold cache); a ``poll`` for the server's close costs one system call.
+        """
+        if not self.connected():
+            return False
+        wire = self.current_wire()
+        if wire is None:  # TLS: redis-py's can_read, before every send as before
+            return True
+        return (len(self.pending) >= min(READ_EVERY, conf.publish_queue_size)
+                or wire.closed_by_peer() or time.monotonic() >= self.read_by)
 
     def write(self, channel: str, data: bytes) -> None:
         """PUBLISH without reading the reply; connects first if the last connection was dropped."""
@@ -116,9 +136,8 @@ class PipelinedPublisher:
     def publish_raw(self, channel: str, data: bytes) -> None:
         """Send bytes as they are, uncounted: a wake-up call to another process, not an event.
 
-        Best effort, and cheaper for it: it reads replies only every ``RAW_READ_EVERY`` sends, not
-        before each (that read was a fifth of the outbox's cost per request). A wake-up call sent on a
-        connection Redis closed a moment before is lost; the woken process polls as well.
+        Best effort: one sent just as Redis closes the connection is lost, so the woken process polls
+        as well.
         """
         self._send(channel, None, data)
 
@@ -133,7 +152,7 @@ class PipelinedPublisher:
             self._send_sharded(line, channel, payload, data)
             return
         with line.lock:
-            if payload is not None or len(line.pending) >= RAW_READ_EVERY:
+            if line.read_due():
                 try:
                     self._read(line, wait=0.0)
                 except REDIS_ERRORS as exc:
@@ -188,7 +207,9 @@ class PipelinedPublisher:
         if wire is None:
             self._read_redis_py(line, wait)
             return
-        deadline = time.monotonic() + wait
+        now = time.monotonic()
+        line.read_by = now + READ_INTERVAL
+        deadline = now + wait
         while True:
             for reply in wire.replies(max(0.0, deadline - time.monotonic()) if line.pending else 0.0):
                 self._confirm(line, reply)

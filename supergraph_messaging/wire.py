@@ -38,6 +38,14 @@ class Wire:
         self.fd = sock.fileno()
         self.timeout = timeout
         self._buffer = b""
+        # Registered once: asking it costs one poll(2), no exception, and it reports only the
+        # server's close (or a socket error), never that replies are waiting.
+        self._hangup = select.poll()
+        self._hangup.register(self.fd, select.POLLRDHUP)
+
+    def closed_by_peer(self) -> bool:
+        """Whether the server closed the connection (its replies before the close are still readable)."""
+        return bool(self._hangup.poll(0))
 
     def send(self, packed: bytes) -> None:
         """Write all of ``packed``; waits (up to the socket timeout) only while the kernel's buffer is full."""

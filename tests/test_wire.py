@@ -64,3 +64,16 @@ def test_writes_arrive_whole_and_a_write_to_a_closed_peer_says_nothing_was_sent(
     peer.close()
     with pytest.raises(ClosedBeforeSend):
         wire.send(b"*2\r\n$4\r\nPING\r\n$1\r\n1\r\n")
+
+
+def test_closed_by_peer_sees_the_close_and_not_waiting_replies(pair: tuple[Wire, socket.socket]) -> None:
+    """What the publisher asks before each send: replies waiting are no reason to read, a close is."""
+    wire, peer = pair
+    assert not wire.closed_by_peer()
+    peer.sendall(b":1\r\n:2\r\n")
+    assert not wire.closed_by_peer()
+    peer.shutdown(socket.SHUT_WR)
+    assert wire.closed_by_peer()
+    assert wire.replies() == [1, 2]  # what came before the close is still read
+    with pytest.raises(redis.ConnectionError, match="closed by server"):
+        wire.replies()
