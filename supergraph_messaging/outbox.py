@@ -18,7 +18,6 @@ import datetime
 import functools
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -35,11 +34,6 @@ logger = logging.getLogger("supergraph_messaging.outbox")
 
 #: The channel a web process pokes after a commit, so the relay does not wait for its poll.
 NUDGE_CHANNEL = "sgm:relay"
-#: A web process nudges at most once in this many seconds; the relay, woken by a nudge, polls every
-#: ``FOLLOW_POLL`` seconds until one poll has started this long after the nudge arrived, so it finds
-#: the rows of the commits that did not nudge.
-NUDGE_COALESCE = 0.010
-FOLLOW_POLL = 0.002
 DELETE_BATCH = 1_000
 #: The advisory lock key of the relay on PostgreSQL (a constant 63-bit number: "sgm relay").
 RELAY_LOCK_KEY = 0x53474D_52454C4159 & 0x7FFF_FFFF_FFFF_FFFF
@@ -103,21 +97,8 @@ def _insert_sql(db: str) -> str:
     return f"INSERT INTO {qn(opts.db_table)} ({columns}) VALUES (%s, %s, %s, %s)"
 
 
-_last_nudge = -NUDGE_COALESCE
-
-
 def nudge() -> None:
-    """Wake the relay now, unless this process did less than ``NUDGE_COALESCE`` ago.
-
-    Best effort: without a nudge the relay's poll finds the row. The relay follows every nudge with
-    polls for ``NUDGE_COALESCE``, so the commits that skip theirs wait ``FOLLOW_POLL`` at most; the
-    send they skip was a sixth of the outbox's cost per request at 500 writes/s.
-    """
-    global _last_nudge
-    now = time.monotonic()
-    if now - _last_nudge < NUDGE_COALESCE:
-        return
-    _last_nudge = now
+    """Wake the relay now (best effort: without it the relay's poll finds the row)."""
     from .events import publisher
 
     publisher.publish_raw(NUDGE_CHANNEL, b"1")
@@ -250,30 +231,20 @@ def _relay_round() -> int:
 
 
 async def relay_forever(stop: asyncio.Event, wake: asyncio.Event) -> None:
-    """The relay loop of ``messaging_listen``: on a nudge, else every ``RELAY_POLL_INTERVAL``.
-
-    After a nudge it polls every ``FOLLOW_POLL`` until a poll has started ``NUDGE_COALESCE`` after the
-    nudge arrived: a commit that skipped its nudge did so less than that after the nudge was sent, so it
-    committed before that last poll began.
-    """
+    """The relay loop of ``messaging_listen``: on a nudge, else every ``RELAY_POLL_INTERVAL``."""
     from asgiref.sync import sync_to_async
 
-    loop = asyncio.get_running_loop()
     run = sync_to_async(_relay_round, thread_sensitive=True)
     cleanup = sync_to_async(delete_relayed, thread_sensitive=True)
     failing = False
     rounds = 0
-    started = follow_until = 0.0
     while not stop.is_set():
         try:
-            async with asyncio.timeout(FOLLOW_POLL if started < follow_until else conf.relay_poll_interval):
+            async with asyncio.timeout(conf.relay_poll_interval):
                 await wake.wait()
         except TimeoutError:
             pass
-        if wake.is_set():
-            follow_until = loop.time() + NUDGE_COALESCE
-            wake.clear()
-        started = loop.time()
+        wake.clear()
         try:
             relayed = await run()
             if failing:

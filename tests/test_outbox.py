@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,36 +199,6 @@ def test_a_commit_is_relayed_at_once_by_the_nudge(redis_conn: Any, durable: None
     p50, p99 = latencies[25] * 1000, latencies[49] * 1000
     print(f"\ncommit -> subscriber through the relay (SQLite, nudged): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     assert p50 < 100  # far below the 500 ms poll: the nudge woke the relay
-
-
-def test_commits_close_together_share_a_wake_up_call_and_are_relayed_at_once(redis_conn: Any) -> None:
-    """Commits within ``NUDGE_COALESCE`` of a nudge send none of their own; the relay, woken by that
-    nudge, keeps polling long enough to find them (its own poll here is 30 s away, so only that can)."""
-    from supergraph_messaging import outbox
-    from tests.conftest import RelayThread
-
-    pubsub = redis_conn.pubsub()
-    pubsub.subscribe("sgm:relay")
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
-    received: list[int] = []
-    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "RELAY_POLL_INTERVAL": 30}), RelayThread(), \
-            EventCollector("orders.created") as events:
-        commits = 0
-        for _ in range(5):
-            time.sleep(2 * outbox.NUDGE_COALESCE)  # the next commit nudges
-            start = time.monotonic()
-            while time.monotonic() - start < outbox.NUDGE_COALESCE / 2:  # these commits do not
-                with transaction.atomic():
-                    publish_event("orders.created", {"id": commits})
-                commits += 1
-        received = [p["id"] for _, p in events.wait(commits, timeout=2)]
-        assert flush_events()
-    nudges = 0
-    while pubsub.get_message(timeout=0.3) is not None:
-        nudges += 1
-    pubsub.close()
-    print(f"\n{commits} commits in 5 bursts: {nudges} wake-up calls, {len(received)} events relayed")
-    assert received == list(range(commits)) and nudges == 5 and commits - nudges >= 5
 
 
 def test_one_wake_up_call_per_commit_even_after_a_savepoint_rollback(redis_conn: Any, durable: None) -> None:
