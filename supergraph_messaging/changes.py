@@ -13,7 +13,6 @@ one instance are two changes) and read after the save.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 _ATTR = "_supergraph_change_id"
@@ -25,12 +24,6 @@ def new_id() -> str:
     ``UUID`` object): one is made for every event, on the request's thread."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-def utc_timestamp() -> str:
-    """Now, in ISO 8601 with microseconds and ``Z`` (``datetime.now(UTC).isoformat()`` costs twice this)."""
-    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanoseconds // 1000:06d}Z"
 
 
 def begin(instance: Any) -> None:

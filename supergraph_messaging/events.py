@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,12 @@ def entity_label(model: type[models.Model]) -> str:
     return model._meta.label
 
 
+def _utc_timestamp() -> str:
+    """Now, in ISO 8601 with microseconds and ``Z`` (``datetime.now(UTC).isoformat()`` costs twice this)."""
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanoseconds // 1000:06d}Z"
+
+
 def make_event(
     config: EventConfig,
     action: str,
@@ -113,7 +120,7 @@ def make_event(
         "action": action,
         "entity": entity,
         "event_id": event_id or changes.new_id(),
-        "ts": changes.utc_timestamp(),
+        "ts": _utc_timestamp(),
     }
     if before is not None:
         meta["previous"] = {
