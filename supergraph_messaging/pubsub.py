@@ -196,7 +196,11 @@ class RedisSubscriber:
                 if globs:
                     await pubsub.punsubscribe(*globs)
             except REDIS_ERRORS as exc:
-                logger.warning("Unsubscribing from %s failed (%s).", channels, exc)
+                # redis-py has reconnected inside the failed command and subscribed again to every
+                # channel it still held, these included, with no reconnect the receive loop could see:
+                # drop that connection, and the receive loop subscribes what is wanted, as after any loss.
+                logger.warning("Unsubscribing from %s failed (%s); reconnecting.", channels, exc)
+                await self._close()
 
     def on_reconnect(self, func: HandlerFunc) -> HandlerFunc:
         """Register a hook (sync or async, no arguments) run after each reconnect."""

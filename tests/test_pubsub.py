@@ -270,6 +270,52 @@ async def test_resubscribes_after_client_kill(own_redis: RedisServer) -> None:
     await _fault_run(own_redis, "client_kill")
 
 
+async def test_an_unsubscribe_on_a_killed_connection_reconnects_without_the_dropped_channels(
+    own_redis: RedisServer,
+) -> None:
+    """redis-py reconnects a Pub/Sub connection inside a failed command and resubscribes every channel it
+    still holds, the one being dropped included. The subscriber must not keep that connection: its receive
+    loop would go on reading with no reconnect seen (no hooks, no ``reconnected``) and the dropped channels
+    subscribed in Redis. The idle-hub restart test of test_ws_e2e saw such a leftover once in CI."""
+    sub = RedisSubscriber(url=own_redis.url, isolate_handlers=False)
+    parked, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(data: Any) -> None:  # holds the receive loop, so it cannot see the kill first
+        parked.set()
+        await release.wait()
+
+    async def noop(data: Any) -> None:
+        pass
+
+    sub.add_handler("t.slow", slow)
+    for channel in ("t.keep", "t.drop1", "t.drop2"):
+        sub.add_handler(channel, noop)
+    reconnects: list[float] = []
+    sub.on_reconnect(lambda: reconnects.append(time.monotonic()))
+    await sub.start()
+    conn = own_redis.client()
+    try:
+        await sub.wait_subscribed("t.slow", "t.keep", "t.drop1", "t.drop2")
+        conn.publish("t.slow", "{}")
+        await asyncio.wait_for(parked.wait(), 5)
+        assert own_redis.client_kill("pubsub") == 1
+        sub.remove_handler("t.drop1", noop)  # the first write after the kill draws the reset ...
+        sub.remove_handler("t.drop2", noop)  # ... the second fails, and redis-py reconnects inside it
+        await asyncio.sleep(0.3)
+        release.set()
+        deadline = time.monotonic() + 5
+        while not reconnects and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await sub.wait_subscribed("t.keep")
+        counts = {name.decode(): n for name, n in conn.pubsub_numsub("t.slow", "t.keep", "t.drop1", "t.drop2")}
+    finally:
+        release.set()
+        await sub.stop()
+        conn.close()
+    assert counts == {"t.slow": 1, "t.keep": 1, "t.drop1": 0, "t.drop2": 0}
+    assert len(reconnects) == 1
+
+
 async def test_start_against_unreachable_redis_names_url() -> None:
     from supergraph_messaging.exceptions import RedisUnavailable
     from tests.redis_server import free_port
