@@ -141,6 +141,29 @@ def test_first_event_after_a_redis_restart_is_published(own_redis: Any) -> None:
             own_redis.restart()
 
 
+def test_packed_publishes_reach_prefixed_non_ascii_and_over_a_thousand_channels(redis_conn: Any) -> None:
+    """The publisher packs PUBLISH itself and keeps each channel's packed head (bounded to 1,024):
+    every event must arrive whole, in order, on its own prefixed channel, also after the memo is reset."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from supergraph_messaging.events import publisher
+
+    with override_settings(SUPERGRAPH_MESSAGING={**settings.SUPERGRAPH_MESSAGING, "CHANNEL_PREFIX": "svc:"}):
+        pubsub = redis_conn.pubsub()
+        pubsub.psubscribe("svc:*")
+        assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
+        names = ["caméra.updated", *(f"tenant.{n}.changed" for n in range(1100)), "caméra.updated", "x"]
+        for i, name in enumerate(names):
+            publisher.publish(name, {"i": i, "text": "é" * (i % 3)})
+        assert publisher.flush(5)
+        got = []
+        while len(got) < len(names) and (message := pubsub.get_message(timeout=2)) is not None:
+            got.append((message["channel"].decode(), json.loads(message["data"])))
+        pubsub.close()
+    assert got == [(f"svc:{name}", {"i": i, "text": "é" * (i % 3)}) for i, name in enumerate(names)]
+
+
 @pytest.mark.topology("single")  # it kills the session Redis's clients
 def test_publishing_after_client_kill_loses_no_event_and_no_wake_up_call(own_redis: Any) -> None:
     """The server closed the publishing connection (CLIENT KILL, as at a restart): the poll for a close
