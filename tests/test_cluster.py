@@ -110,6 +110,38 @@ async def test_subscriber_on_a_cluster_hears_publishes_sent_to_any_node(cluster:
     assert sorted(received) == [1, 2, 2]
 
 
+def test_publishes_of_new_clients_all_enter_at_one_node(cluster: ClusterSetup) -> None:
+    """Successive publishes keep their order only if they enter at one node (across nodes they can
+    cross on the cluster bus). redis-py sent a new asyncio client's first PUBLISH to another node."""
+    from supergraph_messaging import topology
+
+    def publishes() -> list[int]:
+        return [int(n.client().info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+                for n in cluster.primaries]
+
+    async def five(client: Any) -> None:
+        try:
+            for n in range(5):
+                await client.publish("cluster.order", n)
+        finally:
+            await client.aclose()
+
+    def nodes_used(before: list[int]) -> int:
+        return sum(1 for a, b in zip(before, publishes(), strict=True) if b > a)
+
+    spread = []
+    for _ in range(8):  # each client on its own: each may have another default node
+        before = publishes()
+        asyncio.run(five(topology.async_client(cluster.url())))
+        spread.append(nodes_used(before))
+        before = publishes()
+        with topology.sync_client(cluster.url()) as client:
+            for n in range(5):
+                client.publish("cluster.order", n)
+        spread.append(nodes_used(before))
+    assert spread == [1] * 16, spread
+
+
 def test_a_cluster_nobody_answers_is_redis_unavailable_and_the_decorator_fails_open() -> None:
     from supergraph_messaging.exceptions import RedisUnavailable
     from tests.redis_server import free_port
