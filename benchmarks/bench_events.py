@@ -146,7 +146,8 @@ def main() -> None:
         assert server.process is not None
         os.sched_setaffinity(server.process.pid, {1})
         for burner in burners:
-            os.sched_setaffinity(burner.pid or 0, {0, 1})
+            assert burner.pid is not None  # started above
+            os.sched_setaffinity(burner.pid, {0, 1})
     results: dict[str, list[float]] = {name: [] for name in sides}
     ratios: dict[str, list[float]] = {name: [] for name in sides}
     paired: dict[str, list[float]] = {name: [] for name in sides}

@@ -57,7 +57,6 @@ class _Line:
         self.lock = threading.Lock()
         self.wire: Wire | None = None
         self.read_by = 0.0  # time.monotonic() after which replies are read before the next send
-        self.heads: dict[str, bytes] = {}
 
     def connected(self) -> bool:
         return getattr(self.conn, "_sock", None) is not None
@@ -86,27 +85,12 @@ class _Line:
         """PUBLISH without reading the reply; connects first if the last connection was dropped."""
         if not self.connected():
             self.conn.connect()
+        packed = self.conn.pack_command("PUBLISH", full_channel(channel), data)
         wire = self.current_wire()
         if wire is None:
-            self.conn.send_packed_command(self.conn.pack_command("PUBLISH", full_channel(channel), data))
+            self.conn.send_packed_command(packed)
         else:
-            wire.send(b"%b%d\r\n%b\r\n" % (self._head(channel), len(data), data))
-
-    def _head(self, channel: str) -> bytes:
-        """The command up to the payload's length, packed once per channel.
-
-        RESP for three bulk strings is a fixed frame; redis-py's general
-        ``pack_command`` (type checks, a tuple, a list, a join) cost more than
-        the packing itself on every event.
-        """
-        name = full_channel(channel)
-        head = self.heads.get(name)
-        if head is None:
-            if len(self.heads) >= 1024:  # channels named per tenant or per row: keep the memo bounded
-                self.heads.clear()
-            encoded = name.encode()
-            head = self.heads[name] = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$" % (len(encoded), encoded)
-        return head
+            wire.send(b"".join(packed))
 
 
 class PipelinedPublisher:

@@ -142,8 +142,8 @@ def test_first_event_after_a_redis_restart_is_published(own_redis: Any) -> None:
 
 
 def test_packed_publishes_reach_prefixed_non_ascii_and_over_a_thousand_channels(redis_conn: Any) -> None:
-    """The publisher packs PUBLISH itself and keeps each channel's packed head (bounded to 1,024):
-    every event must arrive whole, in order, on its own prefixed channel, also after the memo is reset."""
+    """The publisher writes packed PUBLISH commands straight to its socket: every event must arrive
+    whole, in order, on its own prefixed channel, whatever the channel's name and however many there are."""
     from django.conf import settings
     from django.test import override_settings
 
