@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,26 +183,45 @@ def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
     return errors
 
 
-#: The oldest redis-py the app works with (its asyncio Cluster and sharded Pub/Sub clients).
-REDIS_PY_MINIMUM = (5, 0)
+#: The oldest redis-py the app works with (5.0.1 added the asyncio clients' ``aclose``); ``make test-matrix``
+#: runs the suite on it.
+REDIS_PY_MINIMUM = (5, 0, 1)
+#: The oldest redis-py whose asyncio ``PubSub`` has ``ssubscribe``, which SHARDED_CHANNELS on a Cluster needs.
+REDIS_PY_SHARDED_MINIMUM = (8, 0, 0)
 
 
 def _check_redis_py() -> list[Any]:
     installed = _version(redis.__version__)
-    if installed >= REDIS_PY_MINIMUM:
-        return []
-    return [
-        Error(
-            f"redis-py {redis.__version__} is installed; supergraph_messaging needs "
-            f"{'.'.join(map(str, REDIS_PY_MINIMUM))} or newer.",
-            hint="pip install 'redis[hiredis]>=5.0'",
-            id="supergraph_messaging.E012",
-        )
-    ]
+    if installed < REDIS_PY_MINIMUM:
+        return [
+            Error(
+                f"redis-py {redis.__version__} is installed; supergraph_messaging needs "
+                f"{_dotted(REDIS_PY_MINIMUM)} or newer.",
+                hint=f"pip install 'redis[hiredis]>={_dotted(REDIS_PY_MINIMUM)}'",
+                id="supergraph_messaging.E012",
+            )
+        ]
+    url = conf.redis_url
+    if conf.sharded_channels and url is not None and topology.is_cluster(url) and installed < REDIS_PY_SHARDED_MINIMUM:
+        return [
+            Error(
+                f"SUPERGRAPH_MESSAGING['SHARDED_CHANNELS'] needs redis-py {_dotted(REDIS_PY_SHARDED_MINIMUM)} or "
+                f"newer (its asyncio SSUBSCRIBE); redis-py {redis.__version__} is installed.",
+                hint=f"pip install 'redis[hiredis]>={_dotted(REDIS_PY_SHARDED_MINIMUM)}', or remove SHARDED_CHANNELS.",
+                id="supergraph_messaging.E015",
+            )
+        ]
+    return []
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+    """``(major, minor, patch)`` of a release string; a pre-release part counts as 0 (``8.0.0b1`` -> 8.0.0)."""
+    parts = [int(digits.group()) if (digits := re.match(r"\d+", part)) else 0 for part in text.split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
 #: The oldest Redis server each option works with, and the commands that make it so.

@@ -35,6 +35,11 @@ def is_positive_number(value: Any) -> bool:
     )
 
 
+def is_at_least_a_millisecond(value: Any) -> bool:
+    """A lease is set with ``PX`` (whole milliseconds): below 1 ms it would be ``PX 0``, which Redis refuses."""
+    return is_positive_number(value) and value >= 0.001
+
+
 def is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -126,7 +131,8 @@ SETTINGS: dict[str, Setting] = {
                               doc="Prepended to every Pub/Sub channel."),
     "DEFAULT_TTL": Setting(3600, "a positive integer (seconds) or None", is_optional_positive_int,
                            doc="TTL of cache values when none is given; None never expires."),
-    "LEASE_TTL": Setting(10.0, NUMBER, is_positive_number,
+    "LEASE_TTL": Setting(10.0, "a number of seconds, at least 0.001 (leases are set in milliseconds)",
+                         is_at_least_a_millisecond,
                          doc="How long a cache fill may hold its lease."),
     "BREAKER_INTERVAL": Setting(1.0, NUMBER, is_positive_number,
                                 doc="How long the circuit breaker skips Redis after a failure."),

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -73,7 +73,7 @@ class SwitchWatcher:
     def _listen(self, host: str, port: int) -> None:
         conn = redis.Redis(host=host, port=port, socket_connect_timeout=self.timeout, socket_timeout=None,
                            health_check_interval=5, ssl=self.target.ssl)
-        pubsub = conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = cast(Any, conn).pubsub(ignore_subscribe_messages=True)  # untyped before redis-py 8.2
         try:
             pubsub.subscribe(SWITCH_CHANNEL)
             while not self._orphaned():

@@ -13,8 +13,8 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
@@ -230,7 +230,7 @@ class RedisSubscriber:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def _schedule(self, coro: Awaitable[Any]) -> None:
+    def _schedule(self, coro: Coroutine[Any, Any, Any]) -> None:
         loop = self._loop
         assert loop is not None
         try:
@@ -238,9 +238,9 @@ class RedisSubscriber:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(coro)  # type: ignore[arg-type]
+            loop.create_task(coro)
         else:
-            asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+            asyncio.run_coroutine_threadsafe(coro, loop)
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self, timeout: float = 10.0) -> None:
@@ -390,7 +390,7 @@ class RedisSubscriber:
             await sharded.close()
         try:
             if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await cast(Any, pubsub).aclose()  # untyped before redis-py 8.2
             if client is not None:
                 await client.aclose()
         except REDIS_ERRORS:

@@ -246,7 +246,7 @@ class ModelViewSet(EventPublishingMixin, viewsets.ModelViewSet[Any]):
 
     def get_queryset(self) -> Any:
         model = type(self).model
-        if self.queryset is None and model is not None:  # type: ignore[arg-type]
+        if type(self).queryset is None and model is not None:
             return model._default_manager.all()
         return super().get_queryset()
 

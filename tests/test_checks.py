@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from supergraph_messaging.checks import check_settings
@@ -102,6 +103,8 @@ def test_manage_check_passes_and_runs_viewset_checks() -> None:
 BAD_VALUES: dict[str, list[object]] = {
     "a positive number (seconds)": [0, -1, "ten", None, True, float("nan"), float("inf"), "1"],
     "a positive integer": [0, -1, "ten", None, True, 1.5, "1"],
+    "a number of seconds, at least 0.001 (leases are set in milliseconds)": [0, -1, 0.0001, "ten", None, True,
+                                                                            float("nan"), float("inf")],
     "a non-negative integer": [-1, "ten", None, True, False, 1.5, "1"],
     "a positive integer (seconds) or None": [0, -1, "ten", True, 1.5],
     "a positive number (seconds) or None": [0, -1, "ten", True, float("nan")],
@@ -163,7 +166,7 @@ def test_a_bad_value_that_slipped_past_check_falls_back_to_the_default(redis_con
     def f(x: int) -> int:
         return x * 2
 
-    for bad in (0, -1, "ten", None):
+    for bad in (0, -1, "ten", None, 0.0001):  # 0.0001: PX 0, "invalid expire time" from Redis
         redis_conn.delete("conf:lease:1")
         with override_settings(SUPERGRAPH_MESSAGING={"LEASE_TTL": bad}):
             assert f(1) == 2
@@ -293,8 +296,27 @@ def test_redis_py_too_old_and_sharding_without_a_cluster(monkeypatch: Any) -> No
     from supergraph_messaging import checks
 
     assert ids(SUPERGRAPH_MESSAGING={"SHARDED_CHANNELS": ["orders.*"]}) == ["supergraph_messaging.W012"]
-    monkeypatch.setattr(checks, "REDIS_PY_MINIMUM", (99, 0))
+    monkeypatch.setattr(checks, "REDIS_PY_MINIMUM", (99, 0, 0))
     assert "supergraph_messaging.E012" in ids()
+
+
+@pytest.mark.parametrize(("installed", "expected"), [("7.4.0", ["supergraph_messaging.E015"]), ("8.0.0", []),
+                                                     ("8.2.0", [])])
+def test_sharded_channels_on_a_cluster_need_redis_py_8(monkeypatch: Any, installed: str,
+                                                       expected: list[str]) -> None:
+    import redis
+
+    monkeypatch.setattr(redis, "__version__", installed)
+    cluster = {**settings.SUPERGRAPH_MESSAGING, "REDIS_URL": "redis+cluster://127.0.0.1:7000",
+               "SHARDED_CHANNELS": ["orders.*"]}
+    assert ids(SUPERGRAPH_MESSAGING=cluster) == expected
+
+
+@pytest.mark.parametrize(("text", "version"), [("5.0.1", (5, 0, 1)), ("8.0.0b1", (8, 0, 0)), ("6.1", (6, 1, 0))])
+def test_release_strings_compare_by_major_minor_and_patch(text: str, version: tuple[int, ...]) -> None:
+    from supergraph_messaging import checks
+
+    assert checks._version(text) == version
 
 
 def test_schema_access_token_without_a_token_is_a_warning() -> None:

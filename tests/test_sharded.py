@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.test import override_settings
 
-from supergraph_messaging import RedisSubscriber, aredis_publish, publish_event, redis_publish
+from supergraph_messaging import RedisSubscriber, aredis_publish, checks, publish_event, redis_publish
 from supergraph_messaging.events import flush_events
 from supergraph_messaging.keys import key_slot
 from supergraph_messaging.signals import reconnected
@@ -32,8 +33,14 @@ def on_each_primary(prefix: str) -> list[str]:
     return names
 
 
+def _needs_sharded_redis_py() -> None:
+    if checks._version(redis.__version__) < checks.REDIS_PY_SHARDED_MINIMUM:
+        pytest.skip(f"SHARDED_CHANNELS needs redis-py {checks._dotted(checks.REDIS_PY_SHARDED_MINIMUM)} (check E015)")
+
+
 @pytest.fixture
 def sharded() -> Iterator[ClusterSetup]:
+    _needs_sharded_redis_py()
     setup = topology_setup("cluster")
     setup.flush()
     with pointed_at(setup.url()), override_settings(SUPERGRAPH_MESSAGING=SHARDED):
@@ -134,6 +141,7 @@ def test_kill_the_primary_of_a_shard_channel_the_subscriber_follows() -> None:
     to the promoted replica, and messages published after the takeover arrive; lost ones are counted."""
     if server_version() < (7, 0):
         pytest.skip("the cluster harness needs redis-server >= 7 (CLUSTER ADDSLOTSRANGE)")
+    _needs_sharded_redis_py()
     setup = ClusterSetup(replicas=1)
     victim = setup.nodes[0]
     channel = on_each_primary("failover.shard")[0]  # slots 0-5461: the victim's
