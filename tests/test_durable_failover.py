@@ -97,5 +97,5 @@ def test_kill_the_primary_every_committed_event_reaches_the_stream(kind: str) ->
     print(f"\n[{kind}] kill -9 of the primary holding {target.channel!r}'s stream (taken over "
           f"{took_over_at - killed_at:.1f} s later): {len(committed)} events committed, {len(lost)} lost, "
           f"{len(in_stream) - len(set(in_stream))} appended twice")
-    assert len(committed) > 500
+    assert len(committed) > 200  # a workload that spans the takeover (about 1,000 on an idle machine)
     assert not lost

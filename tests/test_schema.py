@@ -26,8 +26,9 @@ def test_schema_lists_subscriptions_events_and_caches() -> None:
     assert created["entity"] == "testapp.Camera"
     assert created["payload_fields"] == ["id", "mac_address", "model", "settings"]
     assert ("camera.settings.updated", "update_settings") in events
-    caches = {c["template"]: c for c in doc["caches"]}
-    assert caches["camera:mac:{mac_address}"]["invalidate_on"] == ["camera.updated", "camera.deleted"]
+    # Other tests register the same template (without invalidate_on) at run time: the one of testapp is listed.
+    on = [c["invalidate_on"] for c in doc["caches"] if c["template"] == "camera:mac:{mac_address}"]
+    assert ["camera.updated", "camera.deleted"] in on
     assert "source" not in created and all("source" not in c for c in doc["caches"])  # no module paths
 
 

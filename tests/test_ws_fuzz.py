@@ -113,12 +113,20 @@ def test_fuzzed_frames(loop: asyncio.AbstractEventLoop) -> None:
     witness = loop.run_until_complete(start_witness())
     count = {"examples": 0, "frames": 0}
 
+    async def answer_pings() -> None:
+        """The witness answers the server's pings as a live client would, however long the fuzzing takes."""
+        while not await witness.receive_nothing(timeout=0):
+            message = await witness.receive_json_from()
+            assert message["type"] == "ping", message
+            await witness.send_json_to({"type": "pong", "payload": message.get("payload")})
+
     @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(st.lists(frames, min_size=1, max_size=3), st.booleans())
     def run(sequence: list[str | bytes], init_first: bool) -> None:
         count["examples"] += 1
         count["frames"] += len(sequence)
         loop.run_until_complete(check_frames(sequence, init_first))
+        loop.run_until_complete(answer_pings())
 
     run()
 
