@@ -150,8 +150,12 @@ class GroupConsumer:
                     failing = False
                     logger.info("Consumer group %s reads %r again.", group, channel)
                 entries = reply[0][1] if reply else []
-                if cursor == "0" and not entries:
-                    cursor = ">"
+                if not entries:
+                    # Idle: look at our own pending entries once before blocking again. A reply can be lost
+                    # after Redis delivered it (a Cluster client retries a read that timed out on a starved
+                    # event loop), leaving the entry pending to us and unseen until XAUTOCLAIM, CLAIM_IDLE
+                    # later; this finds it within one block.
+                    cursor = ">" if cursor == "0" else "0"
                     continue
                 for entry_id, fields in entries:
                     if self._stopping:  # the rest stays pending: ours first on the next start
