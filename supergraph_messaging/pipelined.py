@@ -213,6 +213,10 @@ class PipelinedPublisher:
         while True:
             for reply in wire.replies(max(0.0, deadline - time.monotonic()) if line.pending else 0.0):
                 self._confirm(line, reply)
+            if wire.closed_by_peer():
+                # The replies sent before the close are confirmed; the connection is dead all the same,
+                # and a send on it would be lost without an error (the kernel accepts the bytes).
+                wire.replies()  # reads the close and raises
             if not line.pending or time.monotonic() >= deadline:
                 return
 

@@ -45,3 +45,11 @@ class TenantSubscription(Subscription):
     @classmethod
     def get_server_filters(cls, user: Any) -> dict[str, Any]:
         return {"tenant_id": 1}
+
+
+class ChaosRowsSubscription(Subscription):
+    """The durability harness's rows, for its WebSocket counters."""
+
+    entity = "ChaosRows"
+    channels = ["chaos.rows"]
+    filters = {"row": ["eq", "in"]}

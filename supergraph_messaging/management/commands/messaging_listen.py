@@ -6,16 +6,47 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from supergraph_messaging import outbox
 from supergraph_messaging.conf import conf
+from supergraph_messaging.connection import REDIS_ERRORS, get_redis_client
 from supergraph_messaging.groups import GroupConsumer
 from supergraph_messaging.pubsub import RedisSubscriber, get_global_subscriber
 
 logger = logging.getLogger("supergraph_messaging.worker")
+
+#: The worker's first wait for Redis: 0.1 s, doubling up to this.
+MAX_BACKOFF = 5.0
+
+
+async def wait_for_redis(stop: asyncio.Event) -> bool:
+    """Until Redis answers a PING (False if ``stop`` is set first), backing off from 0.1 s to 5 s.
+
+    Container platforms start processes in any order: a worker that starts before its Redis waits for it,
+    with one WARNING when Redis does not answer and one INFO when it does, instead of exiting.
+    """
+    client = get_redis_client()
+    delay, waited = 0.1, False
+    while not stop.is_set():
+        try:
+            await client.aredis.ping()
+        except REDIS_ERRORS as exc:
+            if not waited:
+                logger.warning("Redis at %s does not answer (%s); waiting for it before starting.",
+                               client.masked_url, exc)
+                waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+            continue
+        if waited:
+            logger.info("Redis at %s answers; starting.", client.masked_url)
+        return True
+    return False
 
 
 class Command(BaseCommand):
@@ -64,6 +95,10 @@ class Command(BaseCommand):
 
     async def _serve(self, subscriber: Any, durable: GroupConsumer | None, relay: bool) -> None:
         stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        if not await wait_for_redis(stop):
+            return
         relay_task = None
         if relay:
             wake = asyncio.Event()
