@@ -309,7 +309,9 @@ def test_sharded_channels_on_a_cluster_need_redis_py_8(monkeypatch: Any, install
     monkeypatch.setattr(redis, "__version__", installed)
     cluster = {**settings.SUPERGRAPH_MESSAGING, "REDIS_URL": "redis+cluster://127.0.0.1:7000",
                "SHARDED_CHANNELS": ["orders.*"]}
-    assert ids(SUPERGRAPH_MESSAGING=cluster) == expected
+    # Only the redis-py checks: others (W013, once a test registered local=True) depend on what ran before.
+    assert [i for i in ids(SUPERGRAPH_MESSAGING=cluster) if i in ("supergraph_messaging.E012",
+                                                                  "supergraph_messaging.E015")] == expected
 
 
 @pytest.mark.parametrize(("text", "version"), [("5.0.1", (5, 0, 1)), ("8.0.0b1", (8, 0, 0)), ("6.1", (6, 1, 0))])
