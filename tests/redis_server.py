@@ -115,7 +115,7 @@ _session_server: RedisServer | None = None
 
 _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")
 if _xdist_worker and os.environ.get("SGM_TEST_REDIS_WORKER") != _xdist_worker:
-    # A pytest-xdist worker (``make test`` runs two): it inherited the controller's port and owner, but its
+    # A pytest-xdist worker (`make test PYTEST_ARGS="-n 2"`): it inherited the controller's port and owner, but its
     # tests flush and kill their Redis, so it starts its own. Its subprocesses inherit the worker's.
     os.environ.pop("SGM_TEST_REDIS_PORT", None)
     os.environ.pop("SGM_TEST_REDIS_OWNER", None)
