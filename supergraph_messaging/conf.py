@@ -48,6 +48,10 @@ def is_non_negative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def is_optional_non_negative_int(value: Any) -> bool:
+    return value is None or is_non_negative_int(value)
+
+
 def is_optional_non_negative(value: Any) -> bool:
     return value is None or (value == 0 and not isinstance(value, bool)) or is_positive_number(value)
 
@@ -134,8 +138,8 @@ SETTINGS: dict[str, Setting] = {
     "LEASE_TTL": Setting(10.0, "a number of seconds, at least 0.001 (leases are set in milliseconds)",
                          is_at_least_a_millisecond,
                          doc="How long a cache fill may hold its lease."),
-    "BREAKER_INTERVAL": Setting(1.0, NUMBER, is_positive_number,
-                                doc="How long the circuit breaker skips Redis after a failure."),
+    "BREAKER_INTERVAL": Setting(0.5, NUMBER, is_positive_number,
+                                doc="How often the open circuit breaker probes Redis on a connection of its own."),
     "SOCKET_TIMEOUT": Setting(1.0, NUMBER, is_positive_number,
                               doc="Socket timeout of the connections this app creates."),
     "SOCKET_CONNECT_TIMEOUT": Setting(0.5, NUMBER, is_positive_number,
@@ -166,9 +170,10 @@ SETTINGS: dict[str, Setting] = {
                                 doc="On a Cluster, exact channels matching one of these use sharded Pub/Sub "
                                     "(SPUBLISH/SSUBSCRIBE on their slot's node); glob subscriptions never see "
                                     "them. Redis >= 7."),
-    "DURABLE_REPLICAS": Setting(1, "a non-negative integer", is_non_negative_int,
+    "DURABLE_REPLICAS": Setting(None, "None or a non-negative integer", is_optional_non_negative_int,
                                 doc="Replicas a relayed event must reach (WAIT) before its outbox row counts "
-                                    "as relayed, at most those the primary has connected; 0: do not wait."),
+                                    "as relayed; while fewer are connected, rows stay in the outbox. 0: do "
+                                    "not wait; None: 1 behind Sentinel, else 0."),
     "MAX_DELIVERIES": Setting(5, "a positive integer", is_positive_int,
                               doc="Attempts at a durable event before it goes to the dead-letter stream."),
     "CLAIM_IDLE": Setting(60.0, NUMBER, is_positive_number,
@@ -416,7 +421,11 @@ class Settings:
 
     @property
     def durable_replicas(self) -> int:
-        return int(self._get("DURABLE_REPLICAS"))
+        """``DURABLE_REPLICAS``; unset, 1 behind Sentinel (which implies a replica to promote), else 0."""
+        value = self._get("DURABLE_REPLICAS")
+        if value is None:
+            return 1 if "sentinel" in urlsplit(self.redis_url or "").scheme else 0
+        return int(value)
 
     @property
     def max_deliveries(self) -> int:

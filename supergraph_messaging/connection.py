@@ -121,7 +121,7 @@ class RedisClient:
     def __init__(self, url: str) -> None:
         self.url = url
         self.masked_url = mask_url(url)
-        self.breaker = CircuitBreaker(self.masked_url)
+        self.breaker = CircuitBreaker(self.masked_url, self.probe)
         self.boundary = ErrorBoundary(self)
         self._sync: SyncRedis | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
@@ -134,6 +134,9 @@ class RedisClient:
         #: Called (on the Sentinel watcher's thread) when the primary moved: the near cache resubscribes.
         self.on_failover: list[Callable[[], None]] = []
         self._pin: tuple[tuple[str, int], float] | None = None  # the announced primary, trusted until
+        #: Bumped whenever Sentinel moves the primary: connections of their own (the pipelined publisher's)
+        #: made under an older one are closed by their owner before the next command.
+        self.generation = 0
         #: A Redis Cluster: multi-key work goes per slot, SCANs per primary, Pub/Sub to any node.
         self.cluster = topology.is_cluster(url)
         if topology.is_sentinel(url):
@@ -196,6 +199,25 @@ class RedisClient:
         pool = self.redis.connection_pool
         return pool.connection_class(**pool.connection_kwargs)
 
+    def probe(self) -> None:
+        """Raise unless Redis answers on a connection of its own, opened and closed here (the breaker's probe).
+
+        A Sentinel's connection goes to the primary the sentinels announce; a Cluster is asked
+        ``CLUSTER INFO`` on any node, and answers only once every slot is served again.
+        """
+        conn = self.publishing_connection()
+        try:
+            if self.cluster:
+                conn.send_command("CLUSTER", "INFO")
+                info = conn.read_response()
+                if "cluster_state:ok" not in (info.decode() if isinstance(info, bytes) else str(info)):
+                    raise redis.exceptions.ConnectionError("the Cluster's state is not ok")
+            else:
+                conn.send_command("PING")
+                conn.read_response()
+        finally:
+            conn.disconnect()
+
     def _primary_changed(self, address: tuple[str, int]) -> None:
         """Sentinel moved the primary (called on the watcher's thread): point every client at the new one
         and drop every connection now, so no command goes to the demoted primary; and again shortly after.
@@ -220,6 +242,7 @@ class RedisClient:
         return [*sync, *self._async.items(), *((loop, c) for c, loop in self._pubsub_clients.items())]
 
     def _drop_connections(self) -> None:
+        self.generation += 1
         for loop, client in self._all_clients():
             if loop is None:
                 client.connection_pool.disconnect()

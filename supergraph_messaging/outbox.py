@@ -27,6 +27,7 @@ from django.utils import timezone
 from . import streams
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
+from .exceptions import NotReplicated
 from .serialization import dumps
 from .signals import event_published
 
@@ -115,8 +116,16 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
     unrelayed = model.objects.using(db).filter(relayed_at__isnull=True).order_by("id")[: limit or conf.relay_batch]
 
     def append(rows: list[Any]) -> list[tuple[int, str, bool, int]]:
+        generation = client.generation
         with client.boundary:
-            return streams.append_many(client.redis, [(r.channel, str(r.event_id), r.payload) for r in rows])
+            results = streams.append_many(client.redis, [(r.channel, str(r.event_id), r.payload) for r in rows])
+        if client.generation != generation:
+            # Sentinel moved the primary meanwhile: the appends may be on the demoted one, which discards
+            # them when it resyncs. Appended again on the new primary, idempotently.
+            raise NotReplicated(f"Sentinel moved the primary of {client.masked_url} while {len(rows)} event(s) "
+                                "were appended; their outbox rows stay unrelayed and the next round appends "
+                                "them again.")
+        return results
 
     def mark(rows: list[Any]) -> None:
         model.objects.using(db).filter(id__in=[r.id for r in rows]).update(relayed_at=timezone.now())

@@ -57,6 +57,12 @@ class _Line:
         self.lock = threading.Lock()
         self.wire: Wire | None = None
         self.read_by = 0.0  # time.monotonic() after which replies are read before the next send
+        self.generation = client.generation  # Sentinel's switches seen when the connection was made
+
+    def moved(self) -> bool:
+        """Sentinel moved the primary since this connection was made: it may be talking to a replica, where a
+        PUBLISH reaches nobody subscribed on the new primary."""
+        return self.generation != self.client.generation
 
     def connected(self) -> bool:
         return getattr(self.conn, "_sock", None) is not None
@@ -84,6 +90,7 @@ class _Line:
     def write(self, channel: str, data: bytes) -> None:
         """PUBLISH without reading the reply; connects first if the last connection was dropped."""
         if not self.connected():
+            self.generation = self.client.generation
             self.conn.connect()
         packed = self.conn.pack_command("PUBLISH", full_channel(channel), data)
         wire = self.current_wire()
@@ -152,6 +159,8 @@ class PipelinedPublisher:
             self._send_sharded(line, channel, payload, data)
             return
         with line.lock:
+            if line.moved():
+                self._follow_switch(line)
             if line.read_due():
                 try:
                     self._read(line, wait=0.0)
@@ -178,6 +187,16 @@ class PipelinedPublisher:
             line.pending.append((channel, payload))
         if breaker.failing:
             breaker.record_success()
+
+    def _follow_switch(self, line: _Line) -> None:
+        """Confirm what the old primary answered, then close the connection: the next write connects to the
+        primary the sentinels announced."""
+        try:
+            self._read(line, wait=0.0)
+        except REDIS_ERRORS as exc:
+            self._fail_pending(line, exc)
+        self._fail_pending(line, redis.ConnectionError("Sentinel moved the primary"))
+        line.generation = line.client.generation
 
     def _send_sharded(self, line: _Line, channel: str, payload: dict[str, Any] | None, data: bytes) -> None:
         """``SPUBLISH`` through the slot map, waiting for the reply: with sharded Pub/Sub each channel has

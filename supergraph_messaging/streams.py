@@ -1,12 +1,21 @@
 """The durable log: one Redis Stream per channel, appended and published in one atomic step.
 
 The script has the shape of Centrifugo's history script: it assigns the
-channel's next offset, keeps an epoch that changes when the history is lost
-(Redis restarted without persistence), appends to the stream (trimmed
+channel's next offset, keeps an epoch that changes when the history is lost,
+appends to the stream (trimmed
 approximately to ``STREAM_MAXLEN``), remembers the outbox id so that a relay
 killed between "sent" and "marked relayed" cannot publish twice, and
 PUBLISHes the payload with ``"_position": {"offset", "epoch"}`` spliced in.
 Plain Pub/Sub subscribers, in any language, see the same channel as before.
+
+History is lost when Redis restarts without persistence (the meta hash is
+gone) or when a failover drops writes the old primary had acknowledged (the
+meta hash is behind). The second is caught by the appending process: it
+passes the last (epoch, offset) Redis gave it for the channel, and a counter
+below that offset under the same epoch means offsets would be handed out a
+second time for other events. Either way the channel gets a new epoch, so a
+resuming client learns it cannot be recovered instead of being given reused
+offsets.
 
 On a Cluster each channel's stream lives on the node of its slot, and a
 PUBLISH made there reaches the other nodes over the cluster bus, one link per
@@ -32,11 +41,14 @@ from .exceptions import NotReplicated
 from .keys import full_channel, is_sharded
 
 # KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
-# ids kept (0: a fresh id nobody can send twice, nothing to remember), 1 publish | 0 return the message
+# ids kept (0: a fresh id nobody can send twice, nothing to remember), 1 publish | 0 return the message,
+# the epoch and offset this process last got for the channel ('' and 0: none)
 # -> {offset, epoch, 1 appended now | 0 already appended, receivers (or the message to publish)}
 APPEND = """
 local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
+if not epoch or (epoch == ARGV[8] and tonumber(redis.call('HGET', KEYS[2], 's') or '0') < tonumber(ARGV[9])) then
+  -- no history, or less of it than this process was given offsets from: it was lost (a restart without
+  -- persistence, a failover that dropped acknowledged writes). A new epoch: offsets are never reused.
   epoch = ARGV[5]
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
@@ -84,10 +96,24 @@ def new_epoch() -> str:
     return os.urandom(6).hex()
 
 
+#: The last (epoch, offset) Redis gave this process per stream key: see the module's docstring.
+_given: dict[str, tuple[str, int]] = {}
+
+
 def append_args(channel: str, outbox_id: str, data: str, window: int = IDEMPOTENCY_WINDOW,
                 publish: bool = True) -> tuple[list[str], list[Any]]:
-    return keys(channel), [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(), window,
-                           1 if publish else 0]
+    script_keys = keys(channel)
+    epoch, offset = _given.get(script_keys[0], ("", 0))
+    return script_keys, [outbox_id, data, conf.stream_maxlen, full_channel(channel), new_epoch(), window,
+                         1 if publish else 0, epoch, offset]
+
+
+def _remember(stream: str, reply: Any) -> None:
+    epoch = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    offset = int(reply[0])
+    known = _given.get(stream)
+    if known is None or known[0] != epoch or known[1] < offset:
+        _given[stream] = epoch, offset
 
 
 def _clustered(conn: Any) -> bool:
@@ -103,8 +129,9 @@ def append(conn: redis.Redis, channel: str, outbox_id: str, data: str) -> tuple[
 def publish(conn: redis.Redis, channel: str, data: str) -> int:
     """A durable publish without an outbox row (a producer without a database): returns receivers."""
     cluster = _clustered(conn)
-    reply = scripts.run(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
-                                                   publish=not cluster))
+    script_keys, args = append_args(channel, os.urandom(12).hex(), data, window=0, publish=not cluster)
+    reply = scripts.run(conn, APPEND, script_keys, args)
+    _remember(script_keys[0], reply)
     if not cluster:
         return int(reply[3])
     if is_sharded(channel):
@@ -114,8 +141,9 @@ def publish(conn: redis.Redis, channel: str, data: str) -> int:
 
 async def apublish(conn: Any, channel: str, data: str) -> int:
     cluster = _clustered(conn)
-    reply = await scripts.arun(conn, APPEND, *append_args(channel, os.urandom(12).hex(), data, window=0,
-                                                          publish=not cluster))
+    script_keys, args = append_args(channel, os.urandom(12).hex(), data, window=0, publish=not cluster)
+    reply = await scripts.arun(conn, APPEND, script_keys, args)
+    _remember(script_keys[0], reply)
     if not cluster:
         return int(reply[3])
     if is_sharded(channel):
@@ -134,6 +162,8 @@ def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int,
     calls = [append_args(channel, outbox_id, data, publish=not cluster) for channel, outbox_id, data in items]
     if not cluster:
         replies, short = _append_on(conn, calls, f"redis:{id(conn.connection_pool)}")
+        for (script_keys, _args), reply in zip(calls, replies, strict=True):
+            _remember(script_keys[0], reply)  # also when refused: the offsets were published
         if short is not None:
             raise short
         return _results(replies)
@@ -154,6 +184,7 @@ def append_many(conn: Any, items: list[tuple[str, str, str]]) -> list[tuple[int,
         short = short or node_short
         for i, reply in zip(indexes, node_replies, strict=True):
             replies[i] = reply
+            _remember(calls[i][0][0], reply)
     results = _results(_publish_in_order(conn, items, replies))
     if short is not None:
         raise short

@@ -106,6 +106,7 @@ BAD_VALUES: dict[str, list[object]] = {
     "a number of seconds, at least 0.001 (leases are set in milliseconds)": [0, -1, 0.0001, "ten", None, True,
                                                                             float("nan"), float("inf")],
     "a non-negative integer": [-1, "ten", None, True, False, 1.5, "1"],
+    "None or a non-negative integer": [-1, "ten", True, False, 1.5, "1"],
     "a positive integer (seconds) or None": [0, -1, "ten", True, 1.5],
     "a positive number (seconds) or None": [0, -1, "ten", True, float("nan")],
     "None or a list of glob patterns": ["*", [3], [""], 3],

@@ -85,7 +85,8 @@ def test_rows_stay_unrelayed_until_a_replica_has_their_events(own_redis: RedisSe
         # The primary lists the replica (ROLE) only once it has acknowledged the sync, a moment after the
         # replica sees its link up: a relay before that waits for no replica (seen once in 8 runs).
         wait_for(lambda: len(own_redis.client().execute_command("ROLE")[2]) == 1, timeout=10)
-        with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url}):
+        with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url,
+                                                     "DURABLE_REPLICAS": 1}):
             for n in range(10):
                 publish_event("orders.created", {"id": n})
             assert relay_all() == 10
@@ -112,18 +113,35 @@ def test_rows_stay_unrelayed_until_a_replica_has_their_events(own_redis: RedisSe
     assert on_replica == committed  # each once, in commit order
 
 
-def test_a_primary_without_replicas_is_never_sent_a_wait(own_redis: RedisServer) -> None:
-    """WAIT for a replica a primary does not have would hold every batch for the whole WAIT timeout (the
-    first batch of each new relay stalled 0.5 s: commit -> handler p99 958 ms in bench_events)."""
+def test_a_primary_with_fewer_replicas_than_asked_keeps_the_rows_and_is_never_sent_a_wait(
+        own_redis: RedisServer) -> None:
+    """DURABLE_REPLICAS is not lowered to the replicas connected now (a SENTINEL FAILOVER made that 0 on the
+    old primary, and its appends were lost): the rows stay in the outbox. Nor does the relay send a WAIT that
+    cannot be answered (it held every batch for the WAIT timeout: commit -> handler p99 958 ms)."""
     from supergraph_messaging import replication
 
     replication._connected.clear()  # a new process
-    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url}):
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url, "DURABLE_REPLICAS": 1}):
         for n in range(5):
             publish_event("orders.created", {"id": n})
-            assert relay() == 1
+            with pytest.raises(NotReplicated, match=r"0 of the 1 replica.*0 connected"):
+                relay()
+        assert backlog()[0] == 5
     stats = own_redis.client().info("commandstats")
     assert "cmdstat_wait" not in stats and stats["cmdstat_role"]["calls"] >= 5
+
+
+def test_durable_replicas_default_waits_behind_sentinel_only(own_redis: RedisServer) -> None:
+    from supergraph_messaging.conf import conf
+
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": own_redis.url}):
+        assert conf.durable_replicas == 0
+        publish_event("orders.created", {"id": 1})
+        assert relay() == 1
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "REDIS_URL": "redis+sentinel://127.0.0.1:1/s/0"}):
+        assert conf.durable_replicas == 1
+    stats = own_redis.client().info("commandstats")
+    assert "cmdstat_wait" not in stats and "cmdstat_role" not in stats
 
 
 def test_a_relay_killed_before_marking_does_not_publish_twice(redis_conn: Any, durable: None) -> None:

@@ -36,6 +36,23 @@ def test_history_lost_means_a_new_epoch(own_redis: RedisServer) -> None:
     assert (offset, offset2) == (1, 1) and epoch != epoch2
 
 
+def test_history_cut_short_means_a_new_epoch_and_no_offset_is_given_twice(own_redis: RedisServer) -> None:
+    """A failover that dropped acknowledged appends leaves the meta hash behind the offsets this process was
+    given: the next append starts a new epoch instead of handing offsets 3 and 4 out again."""
+    conn = own_redis.client()
+    given = [streams.append(conn, "cut", f"e{i}", "{}") for i in range(4)]
+    assert [g[0] for g in given] == [1, 2, 3, 4] and len({g[1] for g in given}) == 1
+    stream, meta, _idem = streams.keys("cut")
+    conn.hset(meta, "s", 2)  # the promoted replica had not received appends 3 and 4
+    conn.delete(stream)  # and had entries 1 and 2 only
+    conn.xadd(stream, {"o": "e0", "d": "{}"}, id="1-0")
+    conn.xadd(stream, {"o": "e1", "d": "{}"}, id="2-0")
+    offset, epoch, appended = streams.append(conn, "cut", "e4", "{}")
+    assert appended and epoch != given[0][1], "offset reused under the same epoch"
+    offset2, epoch2, _ = streams.append(conn, "cut", "e5", "{}")
+    assert (offset, epoch2) == (3, epoch) and offset2 == 4  # the new epoch goes on as usual
+
+
 def test_append_many_survives_a_forgotten_script(own_redis: RedisServer) -> None:
     conn = own_redis.client()
     conn.script_flush()

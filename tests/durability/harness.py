@@ -100,11 +100,14 @@ def process_env(extra: dict[str, str]) -> dict[str, str]:
 class Processes:
     """daphne, the worker and the relay, each restartable (the web on the same port)."""
 
-    def __init__(self, redis: RedisServer, db: Database, delivery: str) -> None:
+    def __init__(self, redis: RedisServer, db: Database, delivery: str, redis_url: str | None = None) -> None:
+        """``redis_url``: a Sentinel or Cluster URL the processes use instead of ``redis`` (whose port stays
+        the test settings' own)."""
         self.redis = redis
         self.delivery = delivery
         self.env = {**db.env, "SGM_TEST_REDIS_PORT": str(redis.port), "SGM_DELIVERY": delivery,
-                    "SGM_CLAIM_IDLE": "1", "SGM_CONSUMER": "chaos-worker"}
+                    "SGM_CLAIM_IDLE": "1", "SGM_CONSUMER": "chaos-worker",
+                    **({"SGM_REDIS_URL": redis_url} if redis_url else {})}
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - every process writes here until stop_all
