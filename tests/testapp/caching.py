@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from supergraph_messaging import redis_cache
+from supergraph_messaging import CacheSync, redis_cache
 
 
 @redis_cache(key="camera:mac:{mac_address}", invalidate_on=["camera.updated", "camera.deleted"])
@@ -29,3 +30,9 @@ def chaos_version(row: int) -> int:
     from tests.testapp.models import Camera
 
     return Camera.objects.filter(mac_address=f"row{row}").values_list("complex_id", flat=True).first() or 0
+
+
+if os.environ.get("SGM_CHAOS_CACHESYNC"):  # the recovery test's daphne (tests/durability/test_recovery.py)
+    from tests.testapp.models import Camera
+
+    CacheSync(Camera, key="chaos:sync:{mac_address}", fields=["complex_id"])
