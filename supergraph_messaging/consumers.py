@@ -29,6 +29,7 @@ from .credentials import authenticate_token, session_user
 from .flow import FlowControl
 from .gateway import get_gateway, is_remote
 from .hub import Route, get_hub
+from .keys import is_glob
 from .recovery import Position, missed
 from .serialization import dumps
 from .subscriptions import Refused, Subscription, get_subscription
@@ -513,8 +514,8 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             self._error(sub_id, "invalid_since", problem)
             return
         route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions, fields)
-        if since is not None:
-            route.buffer = []
+        if since is not None or conf.durable:
+            route.buffer = []  # live frames wait for the subscribed reply (and the replay)
         twin = next((other for other in self.routes.values() if other.same_as(route)), None)
         if twin is not None:
             self._error(sub_id, "duplicate_subscription",
@@ -524,7 +525,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if is_remote(subscription):
             self.remote_grants[sub_id] = (payload.get("filters"), server)
         try:
-            await get_hub().add(route)
+            positions = await get_hub().add(route)
         except REDIS_ERRORS as exc:
             logger.warning("Subscribing %s to %s failed: %s", sub_id, subscription.entity, exc)
             self.routes.pop(sub_id, None)
@@ -536,33 +537,49 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             get_hub().remove(route)
             return
         if since is None:
-            self.enqueue(_dumps({"id": sub_id, "type": "subscribed", "payload": {"entity": subscription.entity}}))
+            reply: dict[str, Any] = {"entity": subscription.entity}
+            if positions:
+                reply["positions"] = _positions_payload(positions)
+            self.enqueue(_dumps({"id": sub_id, "type": "subscribed", "payload": reply}))
+            self._release(route, {})
         else:
-            await self._resume(route, since)
+            await self._resume(route, since, positions)
 
-    async def _resume(self, route: Route, since: dict[str, Position]) -> None:
+    async def _resume(self, route: Route, since: dict[str, Position], positions: dict[str, Position]) -> None:
         """Send what the client missed since its positions, then the live frames held meanwhile.
 
         No duplicates (a held frame at or below what was replayed is dropped)
-        and no holes (the route was live before the stream was read).
+        and no holes (the route was live before the stream was read). Every
+        channel of the subscription must be filled for ``recovered: true``: a
+        channel ``since`` lacks is one the client cannot say it saw all of (it
+        may have seen none of its events), so it is unrecoverable, not skipped;
+        so is a glob channel, which has no stream of its own.
+        The reply's ``positions`` are where the client stands once the replay
+        has arrived: its own for a filled channel, the channel's current one
+        for the others.
         """
         replay: list[tuple[str, Position, Any]] = []
-        recovered = True
+        unfilled: list[str] = []
         conn = get_redis_client().aredis
-        for channel, position in since.items():
-            if channel not in route.channels:
+        for channel in route.channels:
+            position = since.get(channel)
+            if position is None or is_glob(channel):  # a glob has no stream of its own to replay
+                unfilled.append(channel)
                 continue
             try:
                 events = await missed(conn, channel, position, conf.ws_recovery_max)
             except REDIS_ERRORS:
                 events = None
             if events is None:
-                recovered = False
+                unfilled.append(channel)
                 continue
+            positions[channel] = position
             replay += [(channel, pos, data) for pos, data in events if route.matches(data)]
-        self.enqueue(_dumps({"id": route.sub_id, "type": "subscribed",
-                             "payload": {"entity": route.entity, "recovered": recovered}}))
-        if not recovered:
+        reply: dict[str, Any] = {"entity": route.entity, "recovered": not unfilled}
+        if positions:
+            reply["positions"] = _positions_payload(positions)
+        self.enqueue(_dumps({"id": route.sub_id, "type": "subscribed", "payload": reply}))
+        if unfilled:
             self.gap(route, "unrecoverable")
         last: dict[str, int] = {}
         for channel, position, data in replay:
@@ -571,6 +588,10 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 projected = {f: data[f] for f in route.fields if f in data}
             self._next(route, channel, dumps(projected).decode(), position)
             last[channel] = position[0]
+        self._release(route, last)
+
+    def _release(self, route: Route, last: dict[str, int]) -> None:
+        """Send the live frames held while subscribing, but none at or below ``last[channel]`` (replayed)."""
         held, route.buffer = route.buffer or [], None
         for channel, data_json, live_position in held:
             if live_position is not None and live_position[0] <= last.get(channel, -1):
@@ -596,6 +617,10 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             await gateway.ready()  # the first client of a new gateway: its services' entities are on their way
             found = get_subscription(entity)
         return found
+
+
+def _positions_payload(positions: dict[str, Position]) -> dict[str, dict[str, Any]]:
+    return {channel: {"offset": offset, "epoch": epoch} for channel, (offset, epoch) in positions.items()}
 
 
 def _parse_since(raw: Any) -> tuple[dict[str, Position] | None, str]:

@@ -17,8 +17,9 @@ from . import serialization
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import RedisUnavailable
+from .keys import is_glob
 from .pubsub import RedisSubscriber
-from .recovery import Position, missed, position_of
+from .recovery import Position, current, missed, position_of
 from .subscriptions import Condition, match_key
 
 logger = logging.getLogger("supergraph_messaging.hub")
@@ -143,10 +144,19 @@ class Hub:
     def channels(self) -> dict[str, int]:
         return {name: routes.count for name, routes in self._channels.items()}
 
-    async def add(self, route: Route) -> None:
+    async def add(self, route: Route) -> dict[str, Position]:
+        """Make ``route`` live; with durable delivery, return the position of each of its exact channels
+        as of now (the hub keeps them too: a reconnect fills every channel from one, never a gap for a
+        channel that had no event yet).
+
+        Raises :class:`RedisUnavailable` while the hub has no connection (Redis down, or a reconnect
+        under way): a subscription is refused as ``unavailable`` rather than answered and then broken.
+        """
         async with self._start_lock:
             if not self.subscriber.running:
                 await self.subscriber.start()
+        if not self.subscriber.connected:
+            raise RedisUnavailable("the hub is reconnecting to Redis")
         self._routes.add(route)
         new = []
         for channel in route.channels:
@@ -163,6 +173,12 @@ class Hub:
             except TimeoutError as exc:
                 raise RedisUnavailable(f"Redis did not confirm the subscription to {', '.join(new)} in time") from exc
         route.generation = self.subscriber.generation
+        if not conf.durable:
+            return {}
+        positions = await current(get_redis_client().aredis, [c for c in route.channels if not is_glob(c)])
+        for channel, position in positions.items():
+            self.positions.setdefault(channel, position)  # one dispatched meanwhile is newer
+        return positions
 
     def remove(self, route: Route) -> None:
         if route not in self._routes:

@@ -230,6 +230,11 @@ class RedisSubscriber:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def connected(self) -> bool:
+        """Running and holding a connection (not between a loss and the reconnect)."""
+        return self.running and self._pubsub is not None
+
     def _schedule(self, coro: Coroutine[Any, Any, Any]) -> None:
         loop = self._loop
         assert loop is not None

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import streams
+from . import scripts, streams
 from .serialization import UNDECODABLE, decode_or_undecodable
 
 Position = tuple[int, str]
+
+# KEYS: meta   ARGV: an epoch for a channel without one   -> {epoch, last offset or false}
+START = """
+redis.call('HSETNX', KEYS[1], 'e', ARGV[1])
+return redis.call('HMGET', KEYS[1], 'e', 's')
+"""
 
 
 def _text(value: Any) -> str:
@@ -44,6 +50,19 @@ async def missed(conn: Any, channel: str, position: Position, limit: int) -> lis
         if isinstance(data, dict):
             data["_position"] = {"offset": entry_offset, "epoch": epoch}
         out.append(((entry_offset, epoch), data))
+    return out
+
+
+async def current(conn: Any, channels: list[str]) -> dict[str, Position]:
+    """Each channel's position now: its last offset (0 before the first event) and its epoch.
+
+    A channel without history gets its epoch here, so that a client subscribed before the first event
+    holds a position that a later loss of history contradicts (offset 0 of "any epoch" could not).
+    """
+    out: dict[str, Position] = {}
+    for channel in channels:
+        epoch, last = await scripts.arun(conn, START, [streams.keys(channel)[1]], [streams.new_epoch()])
+        out[channel] = (int(last or 0), _text(epoch))
     return out
 
 

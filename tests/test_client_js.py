@@ -26,6 +26,12 @@ window.stop = window.client.subscribe("CameraEvents", {filters: {camera_id: 1}},
                                       {onGap: (reason) => window.gaps.push(reason)});
 """
 
+LIFECYCLE = """
+window.lifecycle = [];
+window.client.subscribe("CameraLifecycle", {}, (data) => window.lifecycle.push(data),
+                        {onGap: (reason) => window.gaps.push("lifecycle:" + reason)});
+"""
+
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
@@ -106,9 +112,10 @@ def test_client_js_resumes_what_it_missed_with_since_under_durable_delivery(
                 redis_publish("camera.events", {"camera_id": camera_id, "n": n})
 
             page.goto(f"http://127.0.0.1:{server.port}/__schema")
-            page.add_script_tag(content=CLIENT_JS.read_text() + SETUP % f"ws://127.0.0.1:{server.port}/subscribe",
-                                type="module")
-            wait_for(lambda: int(conn.pubsub_numsub("camera.events")[0][1]) >= 1, "the subscription")
+            page.add_script_tag(content=CLIENT_JS.read_text() + SETUP % f"ws://127.0.0.1:{server.port}/subscribe"
+                                + LIFECYCLE, type="module")
+            wait_for(lambda: int(conn.pubsub_numsub("camera.events")[0][1]) >= 1
+                     and int(conn.pubsub_numsub("camera.created")[0][1]) >= 1, "the subscriptions")
             publish(1, 1)
             wait_for(lambda: seen() == [1], "the first event (its position is now known to the client)")
             server.stop()
@@ -116,10 +123,14 @@ def test_client_js_resumes_what_it_missed_with_since_under_durable_delivery(
                      "the client to notice")
             for camera_id, n in [(1, 2), (2, 99), (1, 3)]:  # while no server runs
                 publish(camera_id, n)
+            for n in range(3):  # on a channel of CameraLifecycle the client has seen no event on
+                redis_publish("camera.created", {"n": n})
             server = Daphne(redis_server.port, port=server.port, SGM_DELIVERY="durable")
             wait_for(lambda: seen() == [1, 2, 3], "the missed events, replayed after the reconnect")
             publish(1, 4)
             wait_for(lambda: seen() == [1, 2, 3, 4], "a live event after the replay")
+            wait_for(lambda: [e["n"] for e in page.evaluate("window.lifecycle")] == [0, 1, 2],
+                     "the events of the channel never seen, replayed from the subscribed reply's position")
             time.sleep(0.3)
             assert seen() == [1, 2, 3, 4]  # none twice
             assert page.evaluate("window.gaps") == []

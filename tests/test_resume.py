@@ -34,6 +34,7 @@ async def connect() -> WebsocketCommunicator:
 
 async def subscribe(comm: WebsocketCommunicator, **payload: Any) -> dict[str, Any]:
     await comm.send_json_to({"id": "1", "type": "subscribe", "payload": {"entity": "CameraEvents", **payload}})
+
     return await comm.receive_json_from(timeout=3)  # type: ignore[no-any-return]
 
 
@@ -53,9 +54,10 @@ async def test_a_client_away_gets_exactly_the_missed_matching_events_then_live(h
     for n in range(4, 84):  # 80 events while the client is away for 3 s
         await aredis_publish("camera.events", {"camera_id": 1 + n % 3, "n": n})
     comm = await connect()
-    reply = await subscribe(comm, filters={"camera_id__in": [1, 2]},
-                            since={"camera.events": {"offset": last["offset"], "epoch": last["epoch"]}})
-    assert reply == {"id": "1", "type": "subscribed", "payload": {"entity": "CameraEvents", "recovered": True}}
+    since = {"camera.events": {"offset": last["offset"], "epoch": last["epoch"]}}
+    reply = await subscribe(comm, filters={"camera_id__in": [1, 2]}, since=since)
+    assert reply == {"id": "1", "type": "subscribed",
+                     "payload": {"entity": "CameraEvents", "recovered": True, "positions": since}}
     expected = [n for n in range(4, 84) if 1 + n % 3 in (1, 2)]
     got = await receive(comm, len(expected))
     assert [m["payload"]["data"]["n"] for m in got] == expected  # no holes, no duplicates, in order
@@ -105,8 +107,105 @@ async def test_the_hubs_reconnect_is_filled_from_the_stream(hub: None, redis_ser
     await comm.disconnect()
 
 
+async def test_subscribed_gives_a_position_for_every_channel_even_one_without_events(hub: None,
+                                                                                  redis_conn: Any) -> None:
+    await aredis_publish("camera.updated", {"id": 1})
+    comm = await connect()
+    reply = await subscribe(comm, entity="CameraLifecycle")
+    positions = reply["payload"]["positions"]
+    assert set(positions) == {"camera.created", "camera.updated"}
+    assert positions["camera.updated"]["offset"] == 1 and positions["camera.created"]["offset"] == 0
+    assert positions["camera.created"]["epoch"] == redis_conn.hget(streams.keys("camera.created")[1], "e").decode()
+    await comm.disconnect()
+
+
+async def test_resume_of_a_channel_the_client_never_saw_an_event_on(hub: None) -> None:
+    """The trial: a client saw only camera.updated, was away while 10 cameras were created and 10 updated,
+    and resumed: 0/10 creates and recovered: true. With the subscribed reply's positions it gets 10/10."""
+    comm = await connect()
+    reply = await subscribe(comm, entity="CameraLifecycle")
+    positions = reply["payload"]["positions"]  # what client.js keeps, and updates with every next frame
+    await aredis_publish("camera.updated", {"id": 0})
+    seen = (await comm.receive_json_from(timeout=3))["payload"]
+    positions[seen["channel"]] = {"offset": seen["offset"], "epoch": seen["epoch"]}
+    await comm.disconnect()
+    for n in range(1, 11):
+        await aredis_publish("camera.created", {"id": n})
+        await aredis_publish("camera.updated", {"id": n})
+    comm = await connect()
+    reply = await subscribe(comm, entity="CameraLifecycle", since=positions)
+    assert reply["payload"]["recovered"] is True
+    got = await receive(comm, 20)
+    created = [m["payload"]["data"]["id"] for m in got if m["payload"]["channel"] == "camera.created"]
+    updated = [m["payload"]["data"]["id"] for m in got if m["payload"]["channel"] == "camera.updated"]
+    print(f"\nresume of a channel never seen: {len(created)}/10 creates, {len(updated)}/10 updates")
+    assert created == list(range(1, 11)) and updated == list(range(1, 11))
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_a_since_without_every_channel_is_not_recovered(hub: None) -> None:
+    """An old client's since names only the channels it saw: the others cannot be filled, so it is told."""
+    comm = await connect()
+    await subscribe(comm, entity="CameraLifecycle")
+    await aredis_publish("camera.updated", {"id": 0})
+    seen = (await comm.receive_json_from(timeout=3))["payload"]
+    await comm.disconnect()
+    await aredis_publish("camera.created", {"id": 1})
+    comm = await connect()
+    reply = await subscribe(comm, entity="CameraLifecycle",
+                            since={"camera.updated": {"offset": seen["offset"], "epoch": seen["epoch"]}})
+    assert reply["payload"]["recovered"] is False
+    assert set(reply["payload"]["positions"]) == {"camera.created", "camera.updated"}
+    assert await comm.receive_json_from(timeout=3) == {"id": "1", "type": "gap",
+                                                       "payload": {"reason": "unrecoverable"}}
+    await comm.disconnect()
+
+
+async def test_the_hubs_reconnect_sends_no_gap_for_a_channel_without_events(hub: None, redis_server: Any) -> None:
+    """Issue 25, finding 6: channels with no recorded position were counted as unfilled."""
+    comm = await connect()
+    await subscribe(comm, entity="CameraLifecycle")
+    assert redis_server.client_kill("pubsub") >= 1
+    for n in range(5):
+        await aredis_publish("camera.updated", {"id": n})
+    got = await receive(comm, 5)
+    assert [m["type"] for m in got] == ["next"] * 5, got
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.disconnect()
+
+
 async def test_since_is_validated(hub: None) -> None:
     comm = await connect()
     reply = await subscribe(comm, since={"camera.events": {"offset": "x"}})
     assert reply["type"] == "error" and reply["payload"][0]["code"] == "invalid_since"
     await comm.disconnect()
+
+
+async def test_a_subscribe_while_redis_is_down_is_refused_as_unavailable(own_redis: Any) -> None:
+    """Issue 25, finding 10: it was answered subscribed, then gap. client.js retries an unavailable one."""
+    import asyncio
+
+    with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": own_redis.url}):
+        try:
+            first = await connect()
+            assert (await subscribe(first))["type"] == "subscribed"  # the hub runs
+            own_redis.stop()
+            for _ in range(100):
+                if not get_hub().subscriber.connected:
+                    break
+                await asyncio.sleep(0.05)
+            comm = await connect()
+            reply = await subscribe(comm, entity="CameraEventsLite")
+            assert reply["type"] == "error" and reply["payload"][0]["code"] == "unavailable", reply
+            own_redis.start()
+            for _ in range(100):
+                if get_hub().subscriber.connected:
+                    break
+                await asyncio.sleep(0.05)
+            reply = await subscribe(comm, entity="CameraEventsLite")
+            assert reply["type"] == "subscribed", reply
+            await comm.disconnect()
+            await first.disconnect()
+        finally:
+            await get_hub().close()

@@ -53,3 +53,10 @@ class ChaosRowsSubscription(Subscription):
     entity = "ChaosRows"
     channels = ["chaos.rows"]
     filters = {"row": ["eq", "in"]}
+
+
+class CameraLifecycleSubscription(Subscription):
+    """Two channels: a client may see events on one and none on the other (resume of an unseen channel)."""
+
+    entity = "CameraLifecycle"
+    channels = ["camera.created", "camera.updated"]

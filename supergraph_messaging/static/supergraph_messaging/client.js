@@ -92,6 +92,9 @@ export class SubscriptionClient {
         if (!sub) break;
         sub.waiting = false;
         sub.attempt = 0;
+        // Durable delivery: a position for every channel of the subscription, also those with no
+        // event yet, so that a resume fills them all (the frames that follow move them on).
+        if (frame.payload.positions) sub.since = { ...frame.payload.positions };
         sub.onSubscribed?.(frame.payload);
         if (frame.payload.recovered === false) sub.onGap?.("unrecoverable");
         break;
