@@ -136,6 +136,7 @@ class RedisSubscriber:
         self._names: dict[bytes, str] = {}
         self._prefix = ""
         self._stopping = False
+        self._live = False  # connected and subscribed: see connected
         self._connected_once = False
         self._reconnect_hooks: list[HandlerFunc] = []
         self.reconnects = 0
@@ -232,8 +233,8 @@ class RedisSubscriber:
 
     @property
     def connected(self) -> bool:
-        """Running and holding a connection (not between a loss and the reconnect)."""
-        return self.running and self._pubsub is not None
+        """Running, and its connection is subscribed (not between a loss and the end of the reconnect)."""
+        return self.running and self._live
 
     def _schedule(self, coro: Coroutine[Any, Any, Any]) -> None:
         loop = self._loop
@@ -342,6 +343,7 @@ class RedisSubscriber:
                     await self._sharded.load_slots()
                 await self._send_subscribe(pubsub, list(self._handlers))
                 self.generation += 1
+                self._live = True
             except REDIS_ERRORS as exc:
                 await self._close()
                 raise client.unavailable(exc) from exc
@@ -388,6 +390,7 @@ class RedisSubscriber:
                 await self._close()
 
     async def _close(self) -> None:
+        self._live = False
         pubsub, self._pubsub = self._pubsub, None
         client, self._redis = self._redis, None
         sharded, self._sharded = self._sharded, None
@@ -403,7 +406,10 @@ class RedisSubscriber:
 
     # -- receiving ----------------------------------------------------------
     async def _receive_loop(self) -> None:
+        """Receive until stopped; a lost connection is retried with backoff (0.2 s doubling to
+        ``reconnect_max_delay``), logged once when lost and once when back, not once per attempt."""
         delay = self.reconnect_min_delay
+        attempts = 0
         while not self._stopping:
             try:
                 if self._pubsub is None:
@@ -412,7 +418,9 @@ class RedisSubscriber:
                     await self._connect()
                     self.reconnects += 1
                     delay = self.reconnect_min_delay
-                    logger.info("Resubscribed to %d channel(s) after a reconnect.", len(self._handlers))
+                    logger.info("Resubscribed to %d channel(s) after a reconnect (%d attempt(s)).",
+                                len(self._handlers), attempts)
+                    attempts = 0
                     self._loop.create_task(self._after_reconnect())  # type: ignore[union-attr]
                 pubsub = self._pubsub
                 assert pubsub is not None
@@ -428,7 +436,11 @@ class RedisSubscriber:
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
-                logger.warning("Redis Pub/Sub connection lost (%s); reconnecting in %.2fs.", exc, delay)
+                attempts += 1
+                if attempts == 1:
+                    logger.warning("Redis Pub/Sub connection lost (%s); reconnecting with backoff.", exc)
+                else:
+                    logger.debug("Redis Pub/Sub reconnect attempt %d failed (%s); next in %.2fs.", attempts, exc, delay)
                 await self._close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_max_delay)

@@ -97,12 +97,19 @@ def restart_redis(run: Run) -> None:
     run.redis.restart()
 
 
+def client_kill(run: Run) -> None:
+    """Every connection of every process (daphne, the relays, the worker) closed by Redis at once."""
+    run.redis.client_kill("normal")
+    run.redis.client_kill("pubsub")
+
+
 NEMESES: dict[str, tuple[Callable[[Run], None], bool]] = {  # name: (fault, Redis keeps an AOF)
     "kill -9 daphne mid-burst": (kill_web, True),
     "kill -9 the relay": (kill_relay, True),
     "kill -9 the worker mid-handler": (kill_worker, True),
     "Redis SIGSTOP 3 s": (sigstop_redis, True),
     "Redis restart with AOF": (restart_redis, True),
+    "CLIENT KILL of every client": (client_kill, True),
     "Redis restart without persistence": (restart_redis, False),
 }
 

@@ -4,7 +4,8 @@ daphne serves ``POST /chaos/rows/<row>/`` (a row's version bumped and ``publish_
 ``pubsub``); a ``CacheSync`` mirrors the row in ``chaos:sync:row<row>``, written after the commit,
 before the response. A writer posts every 50 ms throughout, and after each 200 reads the key straight
 from Redis. A counter subscribed on the surviving nodes sees the events. The faults: a 1 s stop of a
-single Redis, and kill -9 of a Cluster primary (3 primaries, 1 replica each). Checked: from 2 s after
+single Redis, ``CLIENT KILL`` of every client (3 rounds), and kill -9 of a Cluster primary (3 primaries,
+1 replica each). Checked: from 2 s after
 Redis answers again (the replica took over), every event arrives and every CacheSync write is there;
 the first write that worked again is printed.
 """
@@ -128,6 +129,39 @@ def test_a_1_s_restart(single: RedisServer) -> None:
     print(f"\n[1 s restart of Redis under daphne] {line}")
     assert not lost, f"events lost {RECOVERY} s after Redis answered, at {lost}\n{output[-3000:]}"
     assert not stale, f"CacheSync writes missing {RECOVERY} s after Redis answered, at {stale}\n{output[-3000:]}"
+
+
+def test_client_kill_of_every_client(single: RedisServer) -> None:
+    """``CLIENT KILL`` of every normal and Pub/Sub connection (daphne's publisher, its pool, the counter's)."""
+    db = Database()
+    procs = Processes(single, db, "pubsub")
+    procs.env["SGM_CHAOS_CACHESYNC"] = "1"
+    counter = NodeCounter([single])
+    writes: Writes | None = None
+    killed = 0
+    try:
+        procs.start("web")
+        assert counter.subscribed[0].wait(10)
+        reader = single.client()
+        writes = Writes(procs.port, lambda key: reader.get(key))
+        time.sleep(1.0)
+        for _round in range(3):
+            killed += single.client_kill("normal") + single.client_kill("pubsub")
+            back = time.monotonic()
+            time.sleep(RECOVERY + 1.0)
+        writes.stop()
+        time.sleep(1.0)
+        output = procs.output()
+    finally:
+        if writes is not None:
+            writes.stop()
+        counter.stop()
+        procs.stop_all()
+        db.drop()
+    lost, stale, line = _report(writes, counter.seen, back)
+    print(f"\n[CLIENT KILL of every client under daphne, 3 rounds, {killed} connections] last round: {line}")
+    assert not lost, f"events lost {RECOVERY} s after the kill, at {lost}\n{output[-3000:]}"
+    assert not stale, f"CacheSync writes missing {RECOVERY} s after the kill, at {stale}\n{output[-3000:]}"
 
 
 def test_a_cluster_takeover() -> None:
