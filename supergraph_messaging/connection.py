@@ -275,7 +275,7 @@ class RedisClient:
         channel's stream, so consumer groups and WebSocket resume see it.
         Raises :class:`RedisUnavailable` when Redis cannot be reached.
         """
-        payload = serialization.dumps(data)
+        payload = serialization.dumps(serialization.without_position(data))
         with self.boundary:
             if conf.durable if durable is None else durable:
                 from . import streams
@@ -286,7 +286,7 @@ class RedisClient:
             return int(self.redis.publish(full_channel(channel), payload))
 
     async def apublish(self, channel: str, data: Any, durable: bool | None = None) -> int:
-        payload = serialization.dumps(data)
+        payload = serialization.dumps(serialization.without_position(data))
         with self.boundary:
             if conf.durable if durable is None else durable:
                 from . import streams

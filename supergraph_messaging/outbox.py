@@ -28,7 +28,7 @@ from . import streams
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
 from .exceptions import NotReplicated
-from .serialization import dumps
+from .serialization import dumps, without_position
 from .signals import event_published
 
 logger = logging.getLogger("supergraph_messaging.outbox")
@@ -65,7 +65,7 @@ def enqueue(channel: str, payload: Any, using: str | None = None) -> uuid.UUID |
     model = _model()
     db = using or router.db_for_write(model)
     try:
-        data = dumps(payload).decode()
+        data = dumps(without_position(payload)).decode()
     except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the producer's bug, logged
         counters["unencodable"] += 1
         logger.error("Event on %r not written to the outbox: %s", channel, exc)

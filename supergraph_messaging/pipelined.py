@@ -32,7 +32,7 @@ import redis
 from .conf import conf
 from .connection import REDIS_ERRORS, RedisClient, get_redis_client
 from .keys import full_channel
-from .serialization import dumps
+from .serialization import dumps, without_position
 from .wire import ClosedBeforeSend, Wire, open_wire
 
 logger = logging.getLogger("supergraph_messaging.events")
@@ -134,7 +134,7 @@ class PipelinedPublisher:
     def publish(self, channel: str, payload: dict[str, Any]) -> None:
         """Send one event; never waits for Redis (a failure is logged and counted by the callbacks)."""
         try:
-            data = dumps(payload)
+            data = dumps(without_position(payload))
         except (TypeError, ValueError) as exc:  # NaN, an object JSON cannot carry: the publisher's bug
             self._on_failed(channel, payload, str(exc), "failed")
             return

@@ -36,7 +36,9 @@ async def missed(conn: Any, channel: str, position: Position, limit: int) -> lis
     if _text(current_epoch) != epoch:
         return None
     last_offset = int(last or 0)
-    if last_offset <= offset:
+    if last_offset < offset:
+        return None  # a position the stream never gave: not a client's to resume from
+    if last_offset == offset:
         return []
     entries = await conn.xrange(stream, min=f"{offset + 1}-0", max="+", count=limit + 1)
     if len(entries) > limit or not entries or int(_text(entries[0][0]).split("-")[0]) != offset + 1:
@@ -64,6 +66,20 @@ async def current(conn: Any, channels: list[str]) -> dict[str, Position]:
         epoch, last = await scripts.arun(conn, START, [streams.keys(channel)[1]], [streams.new_epoch()])
         out[channel] = (int(last or 0), _text(epoch))
     return out
+
+
+async def entry_at(conn: Any, channel: str, position: Position) -> Any:
+    """The payload of the stream entry at ``position`` (its epoch still the channel's), or None."""
+    offset, epoch = position
+    stream, meta, _idem = streams.keys(channel)
+    current_epoch = await conn.hget(meta, "e")
+    if current_epoch is None or _text(current_epoch) != epoch:
+        return None
+    entries = await conn.xrange(stream, min=f"{offset}-0", max=f"{offset}-0", count=1)
+    if not entries:
+        return None
+    data = decode_or_undecodable(entries[0][1].get(b"d", b""))
+    return None if data is UNDECODABLE else data
 
 
 def position_of(data: Any) -> Position | None:

@@ -31,6 +31,13 @@ def dumps(value: Any) -> bytes:
         raise ValueError(f"Value is not valid JSON: {exc} (NaN and Infinity have no JSON form).") from exc
 
 
+def without_position(value: Any) -> Any:
+    """``value`` without a top-level ``_position``: positions are the stream's to give, never a payload's."""
+    if isinstance(value, dict) and "_position" in value:
+        return {k: v for k, v in value.items() if k != "_position"}
+    return value
+
+
 def loads(raw: bytes | str) -> Any:
     """Decode; raises ``ValueError`` (``json.JSONDecodeError``) on bad input."""
     if isinstance(raw, bytes):

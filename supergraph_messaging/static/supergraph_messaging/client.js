@@ -84,7 +84,11 @@ export class SubscriptionClient {
       case "next":
         if (!sub) break;
         if (frame.payload.offset !== undefined) {
-          sub.since[frame.payload.channel] = { offset: frame.payload.offset, epoch: frame.payload.epoch };
+          // The largest offset per channel and epoch: a replayed or reordered frame never moves it back.
+          const held = sub.since[frame.payload.channel];
+          if (!held || held.epoch !== frame.payload.epoch || held.offset < frame.payload.offset) {
+            sub.since[frame.payload.channel] = { offset: frame.payload.offset, epoch: frame.payload.epoch };
+          }
         }
         sub.onEvent(frame.payload.data, frame.payload);
         break;
