@@ -94,11 +94,19 @@ def keys_for(template: KeyTemplate, payload: Any, on_missing: str = "pattern") -
 
     A placeholder missing from the payload makes the key a pattern (``*`` in its
     place), or skips the template with ``on_missing="skip"``. A list or object
-    value skips the template (with a warning): no key was built from one.
+    value skips the template (with a warning): no key was built from one. So
+    does a payload that is not an object, unless the template has no
+    placeholders (then its one key goes).
     ``_meta.previous`` values build the old key the same way.
     """
     if not isinstance(payload, Mapping):
-        return (set(), set()) if on_missing == "skip" else (set(), {template.pattern()})
+        if template.roots:
+            # No key can be told from it, and wiping the template (every tenant's keys) is not an
+            # answer to a payload anyone who can PUBLISH on the channel may send.
+            logger.warning("Skipped invalidating %r: an event that is a %s, not an object.",
+                           template.template, type(payload).__name__)
+            return set(), set()
+        payload = {}
     keys, patterns = _keys_for_values(template, payload, on_missing)
     meta = payload.get("_meta")
     previous = meta.get("previous") if isinstance(meta, Mapping) else None

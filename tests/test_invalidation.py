@@ -19,7 +19,9 @@ def test_keys_for_payloads() -> None:
     meta = {"_meta": {"previous": {"mac_address": "OLD"}}}
     assert keys_for(t, {"mac_address": "NEW", **meta}) == ({"camera:mac:NEW", "camera:mac:OLD"}, set())
     assert keys_for(t, {"id": 1}) == (set(), {"camera:mac:*"})
-    assert keys_for(t, ["not", "a", "dict"]) == (set(), {"camera:mac:*"})
+    assert keys_for(t, ["not", "a", "dict"]) == (set(), set())  # never every tenant's keys (issue 26, item 8)
+    assert keys_for(t, "not an object") == (set(), set())
+    assert keys_for(KeyTemplate("all:cameras"), []) == ({"all:cameras"}, set())
     two = KeyTemplate("tenant:{tenant}:camera:{mac_address}")
     assert keys_for(two, {"mac_address": "A*?[x]"}) == (set(), {r"tenant:*:camera:A\*\?\[x\]"})
 
