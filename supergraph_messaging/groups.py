@@ -10,7 +10,11 @@ is acknowledged after the handler returns; on start a consumer finishes its
 own pending entries first (those it received and did not acknowledge before
 it was killed). A handler that keeps failing is retried ``MAX_DELIVERIES``
 times, then the entry is copied to the channel's dead-letter stream, logged
-at ERROR and acknowledged, and the rest of the channel goes on.
+at ERROR and acknowledged, and the rest of the channel goes on. Failing
+includes running past ``HANDLER_TIMEOUT`` (a sync handler's thread is then
+abandoned: nothing can stop it) and raising a Redis error of its own while
+the worker's connection still answers; only the worker's own connection
+failing is an outage, which costs no attempt.
 
 Entries that another consumer of the group received and did not acknowledge
 for ``CLAIM_IDLE`` seconds (it was killed) are claimed with ``XAUTOCLAIM``.
@@ -43,7 +47,8 @@ logger = logging.getLogger("supergraph_messaging.groups")
 READ_COUNT = 100
 BLOCK_MS = 1000
 RETRY_BASE = 0.05
-STOP_TIMEOUT = 5.0
+#: Failure lines per channel and minute; a stuck channel's further failures are counted, not logged.
+LOG_BURST = 20
 
 
 def group_name(handler: Any) -> str:
@@ -95,6 +100,9 @@ class GroupConsumer:
         self._stopping = False
         self.handled = 0
         self.dead_lettered = 0
+        #: Sync handler calls given up on (HANDLER_TIMEOUT, or stop) whose threads may still be running.
+        self.abandoned = 0
+        self._logged: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:
         """Create the groups (at the stream's end when new), then start one loop per handler."""
@@ -114,10 +122,10 @@ class GroupConsumer:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            _, stuck = await asyncio.wait(self._tasks, timeout=conf.shutdown_timeout)
             for task in stuck:
                 logger.warning("Consumer loop %s did not stop within %s s; abandoned.", task.get_name(),
-                               STOP_TIMEOUT)
+                               conf.shutdown_timeout)
         self._tasks.clear()
 
     async def _ensure_group(self, conn: Any, channel: str, handler: Any, start: str) -> None:
@@ -196,28 +204,64 @@ class GroupConsumer:
         if isinstance(data, dict):
             data.setdefault("_position", {"offset": int(entry_id.split(b"-")[0])})
         args = (data, channel) if handler.wants_channel else (data,)
+        timeout = conf.handler_timeout
         for attempt in range(1, conf.max_deliveries + 1):
             try:
-                if handler.once:
-                    await sync_to_async(_run_once, thread_sensitive=False)(group, event_id, handler.func, args)
-                else:
-                    await handler.call(*args)
+                try:
+                    async with asyncio.timeout(timeout):
+                        if handler.once:
+                            await sync_to_async(_run_once, thread_sensitive=False)(group, event_id, handler.func,
+                                                                                   args)
+                        else:
+                            await handler.call(*args)
+                except (asyncio.CancelledError, TimeoutError):
+                    if handler.once or handler.sync:
+                        self.abandoned += 1  # its thread runs on; nothing can stop a sync call
+                    raise
                 break
             except asyncio.CancelledError:
                 raise
-            except REDIS_ERRORS:
-                # Redis itself is failing (the handler's own calls included): not the event's fault. It
-                # stays pending, costs no attempt, and is retried in order once Redis is back.
-                raise
+            except REDIS_ERRORS as exc:
+                if not await self._redis_answers(conn):
+                    # The worker's own Redis is down: not the event's fault. It stays pending, costs no
+                    # attempt, and is retried in order once Redis is back.
+                    raise
+                reason = repr(exc)  # the handler's own Redis call failed: its failure, like any other
+            except TimeoutError:
+                reason = f"took longer than HANDLER_TIMEOUT ({timeout} s)"
+                if handler.once or handler.sync:
+                    reason += "; its thread was abandoned and may still finish"
             except Exception as exc:
-                logger.exception("Handler %s failed on event %s of %r (attempt %d of %d).", handler.name,
-                                 event_id, channel, attempt, conf.max_deliveries)
-                if attempt == conf.max_deliveries:
-                    await self._dead_letter(conn, channel, entry_id, fields, repr(exc))
-                    break
-                await asyncio.sleep(min(RETRY_BASE * 2**attempt, 2.0))
+                reason = repr(exc)
+            if self._should_log(channel):
+                logger.error("Handler %s failed on event %s of %r (attempt %d of %d): %s", handler.name,
+                             event_id, channel, attempt, conf.max_deliveries, reason,
+                             exc_info=not reason.startswith("took longer"))
+            if attempt == conf.max_deliveries:
+                await self._dead_letter(conn, channel, entry_id, fields, reason)
+                break
+            await asyncio.sleep(min(RETRY_BASE * 2**attempt, 2.0))
         await conn.xack(stream, group, entry_id)
         self.handled += 1
+
+    async def _redis_answers(self, conn: Any) -> bool:
+        try:
+            await conn.ping()
+        except REDIS_ERRORS:
+            return False
+        return True
+
+    def _should_log(self, channel: str) -> bool:
+        """At most ``LOG_BURST`` failure lines per channel per minute (a stuck channel logged ~390 a minute)."""
+        now = asyncio.get_running_loop().time()
+        start, count = self._logged.get(channel, (now, 0))
+        if now - start >= 60:
+            start, count = now, 0
+        self._logged[channel] = (start, count + 1)
+        if count == LOG_BURST:
+            logger.error("Handler failures on %r are logged at most %d times a minute; more are counted only.",
+                         channel, LOG_BURST)
+        return count < LOG_BURST
 
     async def _dead_letter(self, conn: Any, channel: str, entry_id: bytes, fields: dict[bytes, bytes],
                            reason: str) -> None:

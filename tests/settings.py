@@ -98,6 +98,9 @@ SUPERGRAPH_MESSAGING = {
     "WS_PING_INTERVAL": float(os.environ.get("SGM_WS_PING_INTERVAL", "20")),
     "WS_PONG_TIMEOUT": float(os.environ.get("SGM_WS_PONG_TIMEOUT", "20")),
     "WS_AUTH_RECHECK_INTERVAL": float(os.environ.get("SGM_WS_AUTH_RECHECK", "60")),
+    # The worker attack tests give handlers a deadline and SIGTERM a short grace.
+    "HANDLER_TIMEOUT": float(os.environ["SGM_HANDLER_TIMEOUT"]) if os.environ.get("SGM_HANDLER_TIMEOUT") else None,
+    "SHUTDOWN_TIMEOUT": float(os.environ.get("SGM_SHUTDOWN_TIMEOUT", "30")),
 }
 # The gateway tests run this project in three roles: the service owning tests.testapp's entities (the
 # default), a second service (tests.beacon) and a gateway federating both (no entities of its own).

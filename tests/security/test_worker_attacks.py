@@ -98,3 +98,45 @@ async def test_a_flood_while_a_handler_is_slow_loses_nothing(own_redis: RedisSer
         assert lost == 0 and sub.reconnects == 0
     finally:
         await sub.stop()
+
+
+def test_a_hanging_durable_handler_is_dead_lettered_and_sigterm_still_exits(redis_conn: Any) -> None:
+    """Issue 26, item 7: a sync handler sleeping 120 s with HANDLER_TIMEOUT = 5 blocked its channel for ever,
+    was never dead-lettered, and SIGTERM had not finished after 45 s."""
+    from supergraph_messaging import streams
+    from supergraph_messaging.groups import dead_letter_key
+
+    env = {"SGM_DELIVERY": "durable", "SGM_HANDLER_TIMEOUT": "1", "SGM_SHUTDOWN_TIMEOUT": "2",
+           "SGM_CONSUMER": "hang-test"}
+    worker = manage("messaging_listen", "--no-relay", **env)
+    try:
+        stream = streams.keys("testapp.slow")[0]
+        wait_for(lambda: redis_conn.exists(stream) and len(redis_conn.xinfo_groups(stream)) >= 1, timeout=15)
+
+        def publish(data: dict[str, Any]) -> None:
+            streams.publish(redis_conn, "testapp.slow", json.dumps(data))
+
+        publish({"sleep": 120, "n": 0})
+        publish({"sleep": 0, "n": 1})
+        started = time.monotonic()
+        wait_for(lambda: redis_conn.lrange("testapp:slow", 0, -1) == [b"1"], timeout=30)
+        took = time.monotonic() - started
+        dead = redis_conn.xrange(dead_letter_key("testapp.slow"))
+        print(f"\nhanging handler, HANDLER_TIMEOUT 1 s x MAX_DELIVERIES 5: the next event handled after {took:.1f} s, "
+              f"{len(dead)} dead-lettered")
+        assert took <= 1 * 5 + 3
+        assert len(dead) == 1 and b"HANDLER_TIMEOUT" in dead[0][1][b"reason"]
+        publish({"sleep": 120, "n": 2})
+        time.sleep(0.5)  # it hangs now
+        stopping = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+        print(f"SIGTERM while a sync handler hangs: exit 0 after {time.monotonic() - stopping:.1f} s "
+              "(SHUTDOWN_TIMEOUT 2 s)")
+        assert time.monotonic() - stopping <= 2 + 3
+        pending = redis_conn.xpending(stream, redis_conn.xinfo_groups(stream)[0]["name"])["pending"]
+        assert pending == 1  # the hung event waits for the next start
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
