@@ -156,7 +156,11 @@ SETTINGS: dict[str, Setting] = {
                             lambda v: v is None or (isinstance(v, str) and bool(re.fullmatch(r"[\w.-]+", v))),
                             doc="Names this service's consumer groups; required with DELIVERY='durable'."),
     "STREAM_MAXLEN": Setting(10_000, "a positive integer", is_positive_int,
-                             doc="Entries kept per channel stream (trimmed approximately)."),
+                             doc="Entries of history kept per channel stream for resumes (approximately); "
+                                 "entries a consumer group has not acknowledged are kept as well."),
+    "STREAM_HARD_MAXLEN": Setting(1_000_000, "a positive integer", is_positive_int,
+                                  doc="A channel stream is cut to this many entries even past consumer groups "
+                                      "that have not acknowledged them (logged at ERROR, counted, new epoch)."),
     "OUTBOX_RETENTION": Setting(86_400, "a positive integer (seconds)", is_positive_int,
                                 doc="Relayed outbox rows are deleted after this long; unrelayed rows never."),
     "RELAY_BATCH": Setting(500, "a positive integer", is_positive_int,
@@ -398,6 +402,10 @@ class Settings:
     @property
     def stream_maxlen(self) -> int:
         return int(self._get("STREAM_MAXLEN"))
+
+    @property
+    def stream_hard_maxlen(self) -> int:
+        return int(self._get("STREAM_HARD_MAXLEN"))
 
     @property
     def outbox_retention(self) -> int:

@@ -47,6 +47,8 @@ logger = logging.getLogger("supergraph_messaging.groups")
 READ_COUNT = 100
 BLOCK_MS = 1000
 RETRY_BASE = 0.05
+#: Seconds between looks for a STREAM_HARD_MAXLEN cut (and at every idle read).
+RESET_CHECK_INTERVAL = 5.0
 #: Failure lines per channel and minute; a stuck channel's further failures are counted, not logged.
 LOG_BURST = 20
 
@@ -100,6 +102,7 @@ class GroupConsumer:
         self._stopping = False
         self.handled = 0
         self.dead_lettered = 0
+        self.trimmed_unread = 0  # entries cut by STREAM_HARD_MAXLEN before this worker's groups read them
         #: Sync handler calls given up on (HANDLER_TIMEOUT, or stop) whose threads may still be running.
         self.abandoned = 0
         self._logged: dict[str, tuple[float, int]] = {}
@@ -140,11 +143,14 @@ class GroupConsumer:
         group = group_name(handler)
         cursor = "0"  # our own pending entries first: received before a crash, never acknowledged
         failing = False
-        next_claim = 0.0
+        next_claim = next_reset_check = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
                 conn: Any = get_redis_client().aredis
+                if loop.time() >= next_reset_check:
+                    next_reset_check = loop.time() + RESET_CHECK_INTERVAL
+                    await self._check_trimmed(conn, channel, group, handler)
                 if loop.time() >= next_claim:
                     # Entries a dead replica received and never acknowledged: ours after CLAIM_IDLE.
                     next_claim = loop.time() + conf.claim_idle / 2
@@ -159,6 +165,7 @@ class GroupConsumer:
                     logger.info("Consumer group %s reads %r again.", group, channel)
                 entries = reply[0][1] if reply else []
                 if not entries:
+                    next_reset_check = 0.0
                     # Idle: look at our own pending entries once before blocking again. A reply can be lost
                     # after Redis delivered it (a Cluster client retries a read that timed out on a starved
                     # event loop), leaving the entry pending to us and unseen until XAUTOCLAIM, CLAIM_IDLE
@@ -188,6 +195,19 @@ class GroupConsumer:
                 # Whatever was received and not acknowledged is retried first, so the channel keeps its order.
                 cursor = "0"
                 await asyncio.sleep(0.5)
+
+    async def _check_trimmed(self, conn: Any, channel: str, group: str, handler: Any) -> None:
+        """STREAM_HARD_MAXLEN cut entries this group had not acknowledged (streams.TRIM marks it): say so, at
+        ERROR, and send ``stream_reset`` (invalidation then drops the channel's templates by pattern)."""
+        meta = streams.keys(channel)[1]
+        lost = await conn.hget(meta, f"reset:{group}")
+        if lost is None:
+            return
+        await conn.hdel(meta, f"reset:{group}")
+        self.trimmed_unread += int(lost)
+        logger.error("%s event(s) of %r were trimmed (STREAM_HARD_MAXLEN) before consumer group %s acknowledged "
+                     "them; sending stream_reset.", int(lost), channel, group)
+        await stream_reset.asend(sender=GroupConsumer, channel=channel, group=group, handler=handler.func)
 
     async def _handle(self, conn: Any, stream: str, group: str, channel: str, handler: Any,
                       entry_id: bytes, fields: dict[bytes, bytes]) -> None:

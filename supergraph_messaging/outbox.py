@@ -18,6 +18,7 @@ import datetime
 import functools
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -39,7 +40,7 @@ DELETE_BATCH = 1_000
 #: The advisory lock key of the relay on PostgreSQL (a constant 63-bit number: "sgm relay").
 RELAY_LOCK_KEY = 0x53474D_52454C4159 & 0x7FFF_FFFF_FFFF_FFFF
 
-counters = {"enqueued": 0, "relayed": 0, "unencodable": 0}
+counters = {"enqueued": 0, "relayed": 0, "unencodable": 0, "lagging": 0}
 
 
 def _model() -> Any:
@@ -151,12 +152,42 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
         with transaction.atomic(using=db):
             mark(rows)
     counters["relayed"] += len(rows)
+    _trim_and_pace(client, {r.channel for r in rows})
     _announce(rows, results)
     republished = sum(not published for _, _, published, _ in results)
     if republished:
         logger.info("%d outbox row(s) had been appended already (a relay stopped mid-way, or a replica was "
                     "late); not published again.", republished)
     return len(rows)
+
+
+_lagging: set[str] = set()
+
+
+def _trim_and_pace(client: Any, channels: set[str]) -> None:
+    """Trim the streams just appended to (never past what a group has not acknowledged), and slow down
+    while a group lags more than ``STREAM_MAXLEN`` behind: the stream keeps what it has not read, so the
+    relay's pace is what bounds its growth."""
+    lag = 0
+    for channel in sorted(channels):
+        try:
+            with client.boundary:
+                behind, _lost = streams.trim(client.redis, channel)
+        except REDIS_ERRORS as exc:
+            logger.debug("Trimming %r waits for the next round: %s", channel, exc)
+            continue
+        lag = max(lag, behind)
+        if behind > conf.stream_maxlen:
+            if channel not in _lagging:
+                _lagging.add(channel)
+                counters["lagging"] += 1
+                logger.warning("A consumer group of %r has %d event(s) not yet acknowledged (STREAM_MAXLEN %d); "
+                               "the relay slows down until it catches up.", channel, behind, conf.stream_maxlen)
+        elif channel in _lagging:
+            _lagging.discard(channel)
+            logger.info("The consumer groups of %r caught up.", channel)
+    if lag > conf.stream_maxlen:
+        time.sleep(min(0.5, 0.02 * lag / conf.stream_maxlen))
 
 
 def _relay_lock(db: str) -> bool:

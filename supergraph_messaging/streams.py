@@ -2,8 +2,7 @@
 
 The script has the shape of Centrifugo's history script: it assigns the
 channel's next offset, keeps an epoch that changes when the history is lost,
-appends to the stream (trimmed
-approximately to ``STREAM_MAXLEN``), remembers the outbox id so that a relay
+appends to the stream, remembers the outbox id so that a relay
 killed between "sent" and "marked relayed" cannot publish twice, and
 PUBLISHes the payload with ``"_position": {"offset", "epoch"}`` spliced in.
 Plain Pub/Sub subscribers, in any language, see the same channel as before.
@@ -27,7 +26,9 @@ commit order, so subscribers see the order of the outbox, as on one node.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from typing import Any
 
 import redis
@@ -40,7 +41,12 @@ from .connection import REDIS_ERRORS
 from .exceptions import NotReplicated
 from .keys import full_channel, is_sharded
 
-# KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), maxlen, channel, epoch if new,
+logger = logging.getLogger("supergraph_messaging.streams")
+
+#: Events appended to a stream and trimmed before every consumer group acknowledged them (hard cap).
+counters = {"trimmed_unread": 0}
+
+# KEYS: stream, meta, idem   ARGV: event id, payload (a JSON object), (unused), channel, epoch if new,
 # ids kept (0: a fresh id nobody can send twice, nothing to remember), 1 publish | 0 return the message,
 # the epoch and offset this process last got for the channel ('' and 0: none)
 # -> {offset, epoch, 1 appended now | 0 already appended, receivers (or the message to publish)}
@@ -61,7 +67,7 @@ if window > 0 then
   end
 end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[1], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
 if window > 0 then
   redis.call('ZADD', KEYS[3], offset, ARGV[1])
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(window + 1))
@@ -77,6 +83,48 @@ if ARGV[7] == '0' then return {offset, epoch, 1, data} end
 local receivers = redis.call('PUBLISH', ARGV[4], data)
 return {offset, epoch, 1, receivers}
 """
+
+# KEYS: stream, meta   ARGV: history to keep, hard cap, an epoch for a history cut short
+# -> {first offset kept, entries the slowest group has not acknowledged, entries trimmed unacknowledged}
+# A group that lost entries finds ``reset:<group>`` (how many) in the meta hash: see groups.py.
+TRIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+local last = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+local slowest = last + 1
+local positions = {}
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local position = tonumber(string.match(info['last-delivered-id'], '^(%d+)')) + 1
+  if tonumber(info['pending']) > 0 then
+    local oldest = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    position = math.min(position, tonumber(string.match(oldest, '^(%d+)')))
+  end
+  slowest = math.min(slowest, position)
+  positions[info['name']] = position
+end
+local floor = math.min(last - tonumber(ARGV[1]) + 1, slowest)
+local hard = last - tonumber(ARGV[2]) + 1
+local lost = 0
+if hard > floor then
+  -- Cut exactly, and count only entries still in the stream: an earlier cut counted the ones before.
+  local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local first = head and tonumber(string.match(head[1], '^(%d+)')) or hard
+  lost = math.max(0, hard - math.max(slowest, first))
+  for name, position in pairs(positions) do
+    local cut = hard - math.max(position, first)
+    if cut > 0 then redis.call('HINCRBY', KEYS[2], 'reset:' .. name, cut) end
+  end
+  if lost > 0 then redis.call('HSET', KEYS[2], 'e', ARGV[3]) end
+  redis.call('XTRIM', KEYS[1], 'MINID', hard .. '-0')
+elseif floor > 1 then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', floor .. '-0')
+end
+return {floor, last + 1 - slowest, lost}
+"""
+
+#: A process trims a channel's stream once per this many appends to it (and the relay once per round).
+TRIM_EVERY = 100
 
 #: Errors on a direct node connection after which the slot map may be stale.
 _NODE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, redis.exceptions.AskError)
@@ -116,6 +164,53 @@ def _remember(stream: str, reply: Any) -> None:
         _given[stream] = epoch, offset
 
 
+_appends_since_trim: dict[str, int] = {}
+_unlogged_losses: dict[str, tuple[int, float]] = {}  # channel: (lost since the last line, when logged)
+
+
+def trim(conn: Any, channel: str) -> tuple[int, int]:
+    """Trim ``channel``'s stream to ``STREAM_MAXLEN`` entries of history, but never past an entry a consumer
+    group has not acknowledged, unless the stream is over ``STREAM_HARD_MAXLEN``. Returns (entries the
+    slowest group has not acknowledged, entries lost to the hard cap).
+
+    A count-only trim dropped 35,469 of 50,000 events a lagging group had not read, silently. A loss to
+    the hard cap is logged at ERROR, counted, and gives the channel a new epoch (resuming clients get
+    ``recovered: false``); the consumer groups see the offsets jump and send ``stream_reset``.
+    """
+    return _trimmed(channel, scripts.run(conn, TRIM, keys(channel)[:2], _trim_args()))
+
+
+async def atrim(conn: Any, channel: str) -> tuple[int, int]:
+    return _trimmed(channel, await scripts.arun(conn, TRIM, keys(channel)[:2], _trim_args()))
+
+
+def _trim_args() -> list[Any]:
+    return [conf.stream_maxlen, max(conf.stream_hard_maxlen, conf.stream_maxlen), new_epoch()]
+
+
+def _trimmed(channel: str, reply: Any) -> tuple[int, int]:
+    _appends_since_trim[channel] = 0
+    lag, lost = int(reply[1]), int(reply[2])
+    if lost:
+        counters["trimmed_unread"] += lost
+        unlogged, logged_at = _unlogged_losses.get(channel, (0, 0.0))
+        now = time.monotonic()
+        if now - logged_at >= 10:  # one line per channel per 10 s while a flood goes on
+            logger.error("The stream of %r passed STREAM_HARD_MAXLEN (%d): %d event(s) trimmed from it had not "
+                         "been acknowledged by every consumer group; the channel has a new epoch.", channel,
+                         max(conf.stream_hard_maxlen, conf.stream_maxlen), unlogged + lost)
+            _unlogged_losses[channel] = (0, now)
+        else:
+            _unlogged_losses[channel] = (unlogged + lost, logged_at)
+    return lag, lost
+
+
+def trim_due(channel: str, appended: int = 1) -> bool:
+    count = _appends_since_trim.get(channel, 0) + appended
+    _appends_since_trim[channel] = count
+    return count >= TRIM_EVERY
+
+
 def _clustered(conn: Any) -> bool:
     return isinstance(conn, RedisCluster | AsyncRedisCluster)
 
@@ -132,6 +227,8 @@ def publish(conn: redis.Redis, channel: str, data: str) -> int:
     script_keys, args = append_args(channel, os.urandom(12).hex(), data, window=0, publish=not cluster)
     reply = scripts.run(conn, APPEND, script_keys, args)
     _remember(script_keys[0], reply)
+    if trim_due(channel):
+        trim(conn, channel)
     if not cluster:
         return int(reply[3])
     if is_sharded(channel):
@@ -144,6 +241,8 @@ async def apublish(conn: Any, channel: str, data: str) -> int:
     script_keys, args = append_args(channel, os.urandom(12).hex(), data, window=0, publish=not cluster)
     reply = await scripts.arun(conn, APPEND, script_keys, args)
     _remember(script_keys[0], reply)
+    if trim_due(channel):
+        await atrim(conn, channel)
     if not cluster:
         return int(reply[3])
     if is_sharded(channel):

@@ -245,3 +245,90 @@ def test_one_wake_up_call_per_commit_even_after_a_savepoint_rollback(redis_conn:
     assert nudges() == 1
     assert [json.loads(r.payload)["id"] for r in OutboxEvent.objects.order_by("id")] == [0, 1, 2, 3, 4, 6]
     pubsub.close()
+
+
+def _flood(n: int, first: int = 0) -> None:
+    with transaction.atomic():
+        for i in range(first, first + n):
+            publish_event("flood.events", {"n": i})
+
+
+def test_a_flood_never_trims_what_a_lagging_group_has_not_read(own_redis: RedisServer,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26, item 1: 5 bursts of 10,000 rows; the stream was trimmed to STREAM_MAXLEN ahead of a lagging
+    group and 35,469 of 50,000 were lost with no log line. Here (scaled: STREAM_MAXLEN 1,000, 5 x 2,000) the
+    group reads nothing until the flood is over, then reads all of it."""
+    import logging
+
+    from supergraph_messaging import outbox, streams
+
+    conn = own_redis.client()
+    stream = streams.keys("flood.events")[0]
+    conn.xgroup_create(stream, "lagging", id="$", mkstream=True)
+    settings = {**DURABLE, "REDIS_URL": own_redis.url, "STREAM_MAXLEN": 1000}
+    with override_settings(SUPERGRAPH_MESSAGING=settings), caplog.at_level(logging.INFO, "supergraph_messaging"):
+        lagging_before = outbox.counters["lagging"]
+        for burst in range(5):
+            _flood(2000, burst * 2000)
+            relay_all()
+        committed = [str(e) for e in OutboxEvent.objects.order_by("id").values_list("event_id", flat=True)]
+        read: list[str] = []
+        while batch := conn.xreadgroup("lagging", "c", {stream: ">"}, count=1000):
+            ids = [entry_id for entry_id, _ in batch[0][1]]
+            read += [fields[b"o"].decode() for _, fields in batch[0][1]]
+            conn.xack(stream, "lagging", *ids)
+        print(f"\nflood of 10,000 past a group that read nothing (STREAM_MAXLEN 1,000): {len(read)} read afterwards, "
+              f"{len(set(committed) - set(read))} lost")
+        assert read == committed
+        assert outbox.counters["lagging"] > lagging_before
+        assert any("slows down" in r.getMessage() for r in caplog.records)
+        _flood(1)
+        relay_all()  # the group has acknowledged everything: history goes back to about STREAM_MAXLEN
+        assert conn.xlen(stream) < 2000
+
+
+def test_the_hard_cap_cuts_a_lagging_group_and_says_so(own_redis: RedisServer,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from supergraph_messaging import streams
+    from supergraph_messaging.groups import GroupConsumer
+    from supergraph_messaging.signals import stream_reset
+
+    conn = own_redis.client()
+    stream, meta, _idem = streams.keys("flood.events")
+    conn.xgroup_create(stream, "tests.lagging", id="$", mkstream=True)
+    settings = {**DURABLE, "REDIS_URL": own_redis.url, "STREAM_MAXLEN": 500, "STREAM_HARD_MAXLEN": 1000}
+    resets: list[str] = []
+
+    def on_reset(sender: Any, channel: str, group: str, **kwargs: Any) -> None:
+        resets.append(group)
+
+    stream_reset.connect(on_reset)
+    try:
+        with override_settings(SUPERGRAPH_MESSAGING=settings), caplog.at_level(logging.ERROR, "supergraph_messaging"):
+            before = streams.counters["trimmed_unread"]
+            epoch = None
+            for burst in range(3):
+                _flood(1000, burst * 1000)
+                relay_all()
+                epoch = epoch or conn.hget(meta, "e")
+            lost = streams.counters["trimmed_unread"] - before
+            assert 1000 <= lost <= 2000 and conn.xlen(stream) <= 1100
+            assert any("STREAM_HARD_MAXLEN" in r.getMessage() for r in caplog.records)
+            assert conn.hget(meta, "e") != epoch  # resuming clients: recovered false
+            handler = type("H", (), {"func": on_reset, "name": "lagging"})()
+            consumer = GroupConsumer({})
+            asyncio.run(consumer._check_trimmed(own_redis_async(own_redis), "flood.events", "tests.lagging", handler))
+            assert resets == ["tests.lagging"] and consumer.trimmed_unread == int(lost)
+            print(f"\nSTREAM_HARD_MAXLEN 1,000 past a group that read nothing of 3,000: {lost} lost, logged at ERROR, "
+                  "counted, a new epoch, stream_reset sent")
+    finally:
+        stream_reset.disconnect(on_reset)
+
+
+def own_redis_async(server: RedisServer) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis(host="127.0.0.1", port=server.port)
