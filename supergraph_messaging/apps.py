@@ -9,7 +9,10 @@ class SupergraphMessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            credentials,  # noqa: F401 - announces logouts to the WebSocket hubs
+        )
         from .discovery import autodiscover
         from .gateway import announce
 

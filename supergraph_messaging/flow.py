@@ -59,6 +59,14 @@ class FlowControl:
             del self.pings[other]
         return True
 
+    def on_bare_pong(self) -> None:
+        """A pong without the ping's id, as graphql-transport-ws allows: the client is alive, so its oldest
+        ping counts as answered, but no byte is acknowledged. A client that never echoes an id is
+        therefore closed once ``WS_MAX_BUFFERED_BYTES`` are unacknowledged, as a reader that stopped
+        reading is (a blind stream of bare pongs must not keep the slow-reader attack open)."""
+        if self.pings:
+            del self.pings[min(self.pings, key=lambda p: self.pings[p][1])]
+
     def oldest_unanswered(self) -> float | None:
         """When the oldest outstanding ping was sent (monotonic), or None."""
         return min((at for _, at in self.pings.values()), default=None)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import serialization
 from .conf import conf
 from .connection import REDIS_ERRORS, get_redis_client
+from .credentials import SESSION_ENDED_CHANNEL
 from .exceptions import RedisUnavailable
 from .keys import is_glob
 from .pubsub import RedisSubscriber
@@ -26,6 +28,8 @@ from .subscriptions import Condition, match_key
 logger = logging.getLogger("supergraph_messaging.hub")
 
 _HASHABLE = (str, int, float, bool, type(None))
+#: Seconds a subscribe waits for the hub's reconnect before it is refused as unavailable.
+RECONNECT_WAIT = 1.0
 #: Seconds a reconnect's fill may take before the live messages held for it are let go with a gap.
 FILL_DEADLINE = 5.0
 
@@ -149,6 +153,9 @@ class Hub:
         self._held: list[tuple[str, str, Any]] = []
         self._held_since = 0.0
         self.forged = 0  # messages whose _position the stream did not confirm (delivered without it)
+        #: Connections by session digest, told when their session ends (a logout in any process).
+        self._sessions: dict[str, weakref.WeakSet[Any]] = {}
+        self.subscriber.add_handler(SESSION_ENDED_CHANNEL, self._on_session_ended)
 
     @property
     def channels(self) -> dict[str, int]:
@@ -160,13 +167,15 @@ class Hub:
         channel that had no event yet).
 
         Raises :class:`RedisUnavailable` while the hub has no connection (Redis down, or a reconnect
-        under way): a subscription is refused as ``unavailable`` rather than answered and then broken.
+        that does not end within ``RECONNECT_WAIT``): a subscription is refused as ``unavailable`` rather
+        than answered and then broken.
         """
         async with self._start_lock:
             if not self.subscriber.running:
                 await self.subscriber.start()
                 self._filled = self.subscriber.generation  # the first connection has nothing to fill
-        if not self.subscriber.connected:
+        # A reconnect under way (a Redis restart) usually ends within a second: wait that long for it.
+        if not await self.subscriber.wait_connected(RECONNECT_WAIT):
             raise RedisUnavailable("the hub is reconnecting to Redis")
         self._routes.add(route)
         new = []
@@ -190,6 +199,23 @@ class Hub:
         for channel, position in positions.items():
             self.positions.setdefault(channel, position)  # one dispatched meanwhile is newer
         return positions
+
+    def watch_session(self, digest: str, connection: Any) -> None:
+        """``connection.session_ended()`` when a logout anywhere ends the session ``digest`` names."""
+        self._sessions.setdefault(digest, weakref.WeakSet()).add(connection)
+
+    def unwatch_session(self, digest: str, connection: Any) -> None:
+        watchers = self._sessions.get(digest)
+        if watchers is not None:
+            watchers.discard(connection)
+            if not watchers:
+                del self._sessions[digest]
+
+    async def _on_session_ended(self, data: Any) -> None:
+        digest = data.get("session") if isinstance(data, dict) else None
+        if isinstance(digest, str):
+            for connection in list(self._sessions.get(digest, ())):
+                connection.session_ended()
 
     def remove(self, route: Route) -> None:
         if route not in self._routes:

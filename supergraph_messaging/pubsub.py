@@ -236,6 +236,15 @@ class RedisSubscriber:
         """Running, and its connection is subscribed (not between a loss and the end of the reconnect)."""
         return self.running and self._live
 
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether the subscriber is (or within ``timeout`` seconds becomes) connected."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.connected:
+            if not self.running or asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     def _schedule(self, coro: Coroutine[Any, Any, Any]) -> None:
         loop = self._loop
         assert loop is not None

@@ -189,11 +189,14 @@ class Sentinels:
 
 def _lost_after(writer: Writer, seen: Callable[[int], set[tuple[int, int]]], control: Sentinels,
                 delay: float) -> tuple[list[tuple[int, int]], int]:
-    """Events whose request began from ``delay`` s after an announcement until the next fault and that did
+    """Events whose request began from ``delay`` s after an announcement until just before the next fault, that did
     not reach ``seen(new primary's port)``: (lost, counted)."""
     lost: list[tuple[int, int]] = []
     counted = 0
-    windows = list(zip(control.announced, [*control.began[1:], float("inf")], control.primaries, strict=True))
+    # A window ends half a second before the next fault: a request that began just before a kill -9 may
+    # publish just after it (at most once: lost, and rightly so).
+    ends = [b - 0.5 for b in control.began[1:]]
+    windows = list(zip(control.announced, [*ends, float("inf")], control.primaries, strict=True))
     for began, key in writer.committed:
         for start, end, port in windows:
             if start + delay <= began < end:

@@ -277,3 +277,37 @@ async def test_access_ends_at_logout_or_deactivation(hub: None, how: str) -> Non
         again = await comm.receive_json_from(timeout=3)
         assert again["type"] == "error" and again["payload"][0]["code"] == "forbidden"
         await comm.disconnect()
+
+
+async def test_logout_ends_the_sessions_subscriptions_within_a_second(hub: None) -> None:
+    """Issue 26, item 8: an open subscription received the next event after the user logged out (re-check every
+    60 s). A logout in any process is announced to every hub; this one re-checks at once."""
+    from django.test import Client
+
+    def login() -> tuple[Client, str]:
+        from django.contrib.auth.models import User
+
+        User.objects.create_user("u-logout-now", password="pw")
+        client = Client()
+        assert client.login(username="u-logout-now", password="pw")
+        return client, client.cookies["sessionid"].value
+
+    client, session_id = await sync_to_async(login)()
+    headers = [ORIGIN, (b"cookie", f"sessionid={session_id}".encode())]
+    comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "connection_init", "payload": {}})
+    assert (await comm.receive_json_from())["type"] == "connection_ack"
+    await comm.send_json_to({"id": "s", "type": "subscribe", "payload": {"entity": "Secret"}})
+    assert (await comm.receive_json_from())["type"] == "subscribed"
+    started = time.monotonic()
+    await sync_to_async(client.logout)()  # user_logged_out, in this process as it would be in another
+    ended = await comm.receive_json_from(timeout=1)
+    took = time.monotonic() - started
+    print(f"\nlogout -> the session's subscription ended after {took * 1000:.0f} ms (WS_AUTH_RECHECK_INTERVAL 60 s)")
+    assert ended["id"] == "s" and ended["type"] == "error" and ended["payload"][0]["code"] == "forbidden"
+    assert (await comm.receive_json_from(timeout=1)) == {"id": "s", "type": "complete"}
+    assert took < 1.0
+    await aredis_publish("secret.events", {"n": 1})
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
