@@ -45,7 +45,7 @@ class Target:
             self.channel = next(c for c in (f"failover.durable.{i}" for i in range(100))
                                 if key_slot(streams.keys(c)[0]) < 5461)
         else:
-            self.setup = SentinelSetup()
+            self.setup = SentinelSetup(down_after_ms=3000)
             self.victim = self.setup.primary
             self.channel = "failover.durable"
 

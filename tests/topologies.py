@@ -30,7 +30,11 @@ def server_version() -> tuple[int, ...]:
 
 
 class SentinelSetup:
-    def __init__(self, sentinels: int = 3) -> None:
+    def __init__(self, sentinels: int = 3, down_after_ms: int = 1000) -> None:
+        """``down_after_ms``: how long a node may not answer before the sentinels call it down. 1 s makes
+        failovers quick; a test that kills a primary under load and brings it back wants more (see
+        test_durable_failover: a newly promoted primary missed 1 s of pings on a loaded machine, and the
+        sentinels failed over again to a replica still syncing)."""
         # No 5 s wait before a full sync (Redis 7's diskless default), for either side of a failover.
         quick = ("--repl-diskless-sync-delay", "0")
         self.primary = RedisServer(extra_args=quick)
@@ -45,7 +49,7 @@ class SentinelSetup:
             with open(conf, "w") as f:
                 f.write(f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
                         f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
-                        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                        f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
                         f"sentinel failover-timeout {SERVICE} 3000\n")
             self.sentinels.append(subprocess.Popen([redis_server_binary(), conf, "--sentinel"],
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

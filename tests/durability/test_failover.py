@@ -181,9 +181,13 @@ class Sentinels:
     def kill_primary(self) -> None:
         old = self.primary_port()
         self.began.append(time.monotonic())
-        self.node(old).kill()
+        victim = self.node(old)
+        victim.kill()
         self._await_switch(old)
-        self.node(old).start()
+        # Back as the new primary's replica, as an operator brings a failed node back (started empty as a
+        # primary it was once promoted again before it had synced).
+        victim.extra_args = (*victim.extra_args, "--replicaof", "127.0.0.1", str(self.primary_port()))
+        victim.start()
         self._await_replica(old)
 
 
@@ -210,7 +214,7 @@ def _lost_after(writer: Writer, seen: Callable[[int], set[tuple[int, int]]], con
 def sentinels() -> Any:
     if server_version() < (7, 0):
         pytest.skip("the Sentinel harness needs redis-server >= 7")
-    setup = SentinelSetup()
+    setup = SentinelSetup(down_after_ms=3000)  # see test_durable_failover
     try:
         yield setup
     finally:
