@@ -29,8 +29,7 @@ from .credentials import authenticate_token, session_digest, session_user
 from .flow import FlowControl
 from .gateway import get_gateway, is_remote
 from .hub import Route, get_hub
-from .keys import is_glob
-from .recovery import Position, missed
+from .recovery import Position, fill
 from .serialization import dumps
 from .subscriptions import Refused, Subscription, get_subscription
 
@@ -587,14 +586,8 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         conn = get_redis_client().aredis
         for channel in route.channels:
             position = since.get(channel)
-            if position is None or is_glob(channel):  # a glob has no stream of its own to replay
-                unfilled.append(channel)
-                continue
-            try:
-                events = await missed(conn, channel, position, conf.ws_recovery_max)
-            except REDIS_ERRORS:
-                events = None
-            if events is None:
+            events = await fill(conn, channel, position, conf.ws_recovery_max)
+            if events is None or position is None:
                 unfilled.append(channel)
                 continue
             positions[channel] = position

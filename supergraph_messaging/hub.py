@@ -22,7 +22,7 @@ from .credentials import SESSION_ENDED_CHANNEL
 from .exceptions import RedisUnavailable
 from .keys import is_glob
 from .pubsub import RedisSubscriber
-from .recovery import Position, current, entry_at, missed, position_of
+from .recovery import Position, current, entry_at, fill, position_of
 from .subscriptions import Condition, match_key
 
 logger = logging.getLogger("supergraph_messaging.hub")
@@ -327,13 +327,7 @@ class Hub:
         try:
             conn = get_redis_client().aredis
             for channel in {c for r in stale for c in r.channels}:
-                position = self.positions.get(channel)
-                events = None
-                if position is not None and not is_glob(channel):
-                    try:
-                        events = await missed(conn, channel, position, conf.ws_recovery_max)
-                    except REDIS_ERRORS:
-                        events = None
+                events = await fill(conn, channel, self.positions.get(channel), conf.ws_recovery_max)
                 if events is None:
                     unfilled.add(channel)
                     continue

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import scripts, streams
+from .connection import REDIS_ERRORS
+from .keys import is_glob
 from .serialization import UNDECODABLE, decode_or_undecodable
 
 Position = tuple[int, str]
@@ -80,6 +82,17 @@ async def entry_at(conn: Any, channel: str, position: Position) -> Any:
         return None
     data = decode_or_undecodable(entries[0][1].get(b"d", b""))
     return None if data is UNDECODABLE else data
+
+
+async def fill(conn: Any, channel: str, position: Position | None, limit: int) -> list[tuple[Position, Any]] | None:
+    """:func:`missed`, or None when it cannot be told: no position, a glob (no stream of its own), Redis
+    failing. The hub's reconnect and a client's resume both treat None as "send a gap"."""
+    if position is None or is_glob(channel):
+        return None
+    try:
+        return await missed(conn, channel, position, limit)
+    except REDIS_ERRORS:
+        return None
 
 
 def position_of(data: Any) -> Position | None:

@@ -98,70 +98,71 @@ def single() -> Iterator[RedisServer]:
     server.close()
 
 
+class Run:
+    """daphne with the CacheSync, a counter on ``counted`` nodes and the writer, running until the block ends;
+    then ``check`` compares what was written with what arrived."""
+
+    def __init__(self, server: RedisServer, counted: list[RedisServer], read: Any,
+                 redis_url: str | None = None) -> None:
+        self.db = Database()
+        self.procs = Processes(server, self.db, "pubsub", redis_url=redis_url)
+        self.procs.env["SGM_CHAOS_CACHESYNC"] = "1"
+        self.counter = NodeCounter(counted)
+        self.read = read
+        self.writes: Writes | None = None
+        self.output = ""
+
+    def __enter__(self) -> Run:
+        try:
+            self.procs.start("web")
+            assert all(e.wait(10) for e in self.counter.subscribed)
+            self.writes = Writes(self.procs.port, self.read)
+            time.sleep(1.0)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.writes is not None:
+            self.writes.stop()
+        if not self.output:
+            time.sleep(1.0)  # the last events arrive
+            self.output = self.procs.output()
+        self.counter.stop()
+        self.procs.stop_all()
+        self.db.drop()
+
+    def check(self, title: str, back: float, since: str) -> None:
+        assert self.writes is not None
+        lost, stale, line = _report(self.writes, self.counter.seen, back)
+        print(f"\n[{title}] {line}")
+        assert not lost, f"events lost {RECOVERY} s after {since}, at {lost}\n{self.output[-3000:]}"
+        assert not stale, f"CacheSync writes missing {RECOVERY} s after {since}, at {stale}\n{self.output[-3000:]}"
+
+
 def test_a_1_s_restart(single: RedisServer) -> None:
-    db = Database()
-    procs = Processes(single, db, "pubsub")
-    procs.env["SGM_CHAOS_CACHESYNC"] = "1"
-    counter = NodeCounter([single])
-    writes: Writes | None = None
-    try:
-        procs.start("web")
-        assert counter.subscribed[0].wait(10)
-        reader = single.client()
-        writes = Writes(procs.port, lambda key: reader.get(key))
-        time.sleep(1.0)
+    reader = single.client()
+    with Run(single, [single], lambda key: reader.get(key)) as run:
         single.stop()
         time.sleep(1.0)
         single.start()
         back = time.monotonic()
-        reader = single.client()
         time.sleep(RECOVERY + 3.0)
-        writes.stop()
-        time.sleep(1.0)
-        output = procs.output()
-    finally:
-        if writes is not None:
-            writes.stop()
-        counter.stop()
-        procs.stop_all()
-        db.drop()
-    lost, stale, line = _report(writes, counter.seen, back)
-    print(f"\n[1 s restart of Redis under daphne] {line}")
-    assert not lost, f"events lost {RECOVERY} s after Redis answered, at {lost}\n{output[-3000:]}"
-    assert not stale, f"CacheSync writes missing {RECOVERY} s after Redis answered, at {stale}\n{output[-3000:]}"
+    run.check("1 s restart of Redis under daphne", back, "Redis answered")
 
 
 def test_client_kill_of_every_client(single: RedisServer) -> None:
     """``CLIENT KILL`` of every normal and Pub/Sub connection (daphne's publisher, its pool, the counter's)."""
-    db = Database()
-    procs = Processes(single, db, "pubsub")
-    procs.env["SGM_CHAOS_CACHESYNC"] = "1"
-    counter = NodeCounter([single])
-    writes: Writes | None = None
+    reader = single.client()
     killed = 0
-    try:
-        procs.start("web")
-        assert counter.subscribed[0].wait(10)
-        reader = single.client()
-        writes = Writes(procs.port, lambda key: reader.get(key))
-        time.sleep(1.0)
+    with Run(single, [single], lambda key: reader.get(key)) as run:
         for _round in range(3):
             killed += single.client_kill("normal") + single.client_kill("pubsub")
             back = time.monotonic()
             time.sleep(RECOVERY + 1.0)
-        writes.stop()
-        time.sleep(1.0)
-        output = procs.output()
-    finally:
-        if writes is not None:
-            writes.stop()
-        counter.stop()
-        procs.stop_all()
-        db.drop()
-    lost, stale, line = _report(writes, counter.seen, back)
-    print(f"\n[CLIENT KILL of every client under daphne, 3 rounds, {killed} connections] last round: {line}")
-    assert not lost, f"events lost {RECOVERY} s after the kill, at {lost}\n{output[-3000:]}"
-    assert not stale, f"CacheSync writes missing {RECOVERY} s after the kill, at {stale}\n{output[-3000:]}"
+    run.check(f"CLIENT KILL of every client under daphne, 3 rounds, {killed} connections; last round", back,
+              "the kill")
 
 
 def test_a_cluster_takeover() -> None:
@@ -169,35 +170,18 @@ def test_a_cluster_takeover() -> None:
         pytest.skip("the cluster harness needs redis-server >= 7")
     setup = ClusterSetup(replicas=1)
     victim = setup.nodes[0]
-    db = Database()
-    procs = Processes(setup.nodes[1], db, "pubsub", redis_url=setup.url())
-    procs.env["SGM_CHAOS_CACHESYNC"] = "1"
-    counter = NodeCounter([n for n in setup.nodes if n is not victim])
-    writes: Writes | None = None
     try:
-        procs.start("web")
-        assert all(e.wait(10) for e in counter.subscribed)
         reader = ClusterClient(host="127.0.0.1", port=setup.nodes[1].port, socket_timeout=1)
-        writes = Writes(procs.port, lambda key: reader.get(key))
-        time.sleep(1.0)
-        killed = time.monotonic()
-        victim.kill()
-        while not took_over(setup, victim.port):
-            assert time.monotonic() < killed + 20, "the replica never took over"
-            time.sleep(0.02)
-        back = time.monotonic()
-        time.sleep(RECOVERY + 3.0)
-        writes.stop()
-        time.sleep(1.0)
-        output = procs.output()
+        with Run(setup.nodes[1], [n for n in setup.nodes if n is not victim], lambda key: reader.get(key),
+                 redis_url=setup.url()) as run:
+            killed = time.monotonic()
+            victim.kill()
+            while not took_over(setup, victim.port):
+                assert time.monotonic() < killed + 20, "the replica never took over"
+                time.sleep(0.02)
+            back = time.monotonic()
+            time.sleep(RECOVERY + 3.0)
     finally:
-        if writes is not None:
-            writes.stop()
-        counter.stop()
-        procs.stop_all()
-        db.drop()
         setup.close()
-    lost, stale, line = _report(writes, counter.seen, back)
-    print(f"\n[kill -9 of a Cluster primary under daphne, taken over {back - killed:.1f} s later] {line}")
-    assert not lost, f"events lost {RECOVERY} s after the takeover, at {lost}\n{output[-3000:]}"
-    assert not stale, f"CacheSync writes missing {RECOVERY} s after the takeover, at {stale}\n{output[-3000:]}"
+    run.check(f"kill -9 of a Cluster primary under daphne, taken over {back - killed:.1f} s later", back,
+              "the takeover")
