@@ -185,6 +185,10 @@ SETTINGS: dict[str, Setting] = {
                               "(it died) is claimed and handled here."),
     "WS_RECOVERY_MAX": Setting(300, "a positive integer", is_positive_int,
                                doc="Most missed events a WebSocket resume replays; beyond it: recovered false."),
+    "WS_RECOVERY_MAX_BYTES": Setting(4 * 1024 * 1024, "a positive integer", is_positive_int,
+                                     doc="Most payload bytes a WebSocket resume (or the hub's reconnect) reads "
+                                         "per channel; beyond it: recovered false. Each 64 KiB read costs the "
+                                         "connection one message of WS_MAX_MESSAGES_PER_SECOND."),
     "ADMIN_KEY_PATTERNS": Setting(None, "None or a list of glob patterns", is_optional_str_list,
                                   doc="Keys the admin cache browser may show besides KEY_PREFIX and the "
                                       "registered templates (session keys never)."),
@@ -446,6 +450,10 @@ class Settings:
     @property
     def ws_recovery_max(self) -> int:
         return int(self._get("WS_RECOVERY_MAX"))
+
+    @property
+    def ws_recovery_max_bytes(self) -> int:
+        return int(self._get("WS_RECOVERY_MAX_BYTES"))
 
     @property
     def admin_key_patterns(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from .gateway import get_gateway, is_remote
 from .hub import Route, get_hub
 from .recovery import Position, fill
 from .serialization import dumps
-from .subscriptions import Refused, Subscription, get_subscription
+from .subscriptions import Refused, Subscription, get_subscription, raw_prefilter
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -42,6 +42,9 @@ INIT_TIMEOUT = 4408
 DUPLICATE_ID = 4409
 TOO_MANY = 4429
 TOO_SLOW = 4008
+
+#: A resume costs the connection one message of its rate limit per this many payload bytes it reads.
+RECOVERY_BYTES_PER_MESSAGE = 64 * 1024
 
 _REASONS = {
     MALFORMED: "malformed message",
@@ -94,20 +97,14 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         # A token bucket: WS_MAX_MESSAGES_PER_SECOND frames a second, in bursts of up to as many. (A fixed
         # one-second window closed 7 of 10 clients sending 80 frames a second in bursts: two bursts could
         # fall in one window.)
-        limit = float(conf.ws_max_messages_per_second)
-        tokens, refilled = limit, time.monotonic()
+        self.tokens, self.refilled = float(conf.ws_max_messages_per_second), time.monotonic()
         try:
             while True:
                 message = await receive()
-                if message.get("type") == "websocket.receive":
-                    now = time.monotonic()
-                    tokens = min(limit, tokens + (now - refilled) * limit)
-                    refilled = now
-                    tokens -= 1.0
-                    if tokens < 0.0:
-                        self._handle({"type": "sgm.rate_exceeded"})
-                        while message.get("type") != "websocket.disconnect":
-                            message = await receive()  # drop the rest unread; the close is on its way
+                if message.get("type") == "websocket.receive" and not self._charge(1.0):
+                    self._handle({"type": "sgm.rate_exceeded"})
+                    while message.get("type") != "websocket.disconnect":
+                        message = await receive()  # drop the rest unread; the close is on its way
                 self._handle(message)
                 if message.get("type") == "websocket.disconnect":
                     break
@@ -117,6 +114,14 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             if self.handling is not None:
                 self.handling.cancel()
             self._release_routes()
+
+    def _charge(self, cost: float) -> bool:
+        """Take ``cost`` messages' worth from the connection's token bucket; False when it is overdrawn."""
+        limit = float(conf.ws_max_messages_per_second)
+        now = time.monotonic()
+        self.tokens = min(limit, self.tokens + (now - self.refilled) * limit) - cost
+        self.refilled = now
+        return self.tokens >= 0.0
 
     def _handle(self, message: dict[str, Any]) -> None:
         self.frames.append(message)
@@ -584,14 +589,21 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         replay: list[tuple[str, Position, Any]] = []
         unfilled: list[str] = []
         conn = get_redis_client().aredis
+        prefilter = raw_prefilter(route.conditions)
+        budget = conf.ws_recovery_max_bytes
         for channel in route.channels:
             position = since.get(channel)
-            events = await fill(conn, channel, position, conf.ws_recovery_max)
-            if events is None or position is None:
+            found = await fill(conn, channel, position, conf.ws_recovery_max, budget, prefilter)
+            if found is None or position is None:
                 unfilled.append(channel)
                 continue
+            budget -= found.bytes_read
             positions[channel] = position
-            replay += [(channel, pos, data) for pos, data in events if route.matches(data)]
+            replay += [(channel, pos, data) for pos, data in found.events if route.matches(data)]
+        read = conf.ws_recovery_max_bytes - budget
+        if read and not self._charge(read / RECOVERY_BYTES_PER_MESSAGE):
+            self.abort(TOO_MANY)  # reading history is work the client asked for: it costs like messages
+            return
         reply: dict[str, Any] = {"entity": route.entity, "recovered": not unfilled}
         if positions:
             reply["positions"] = _positions_payload(positions)

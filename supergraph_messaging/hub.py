@@ -327,11 +327,12 @@ class Hub:
         try:
             conn = get_redis_client().aredis
             for channel in {c for r in stale for c in r.channels}:
-                events = await fill(conn, channel, self.positions.get(channel), conf.ws_recovery_max)
-                if events is None:
+                found = await fill(conn, channel, self.positions.get(channel), conf.ws_recovery_max,
+                                   conf.ws_recovery_max_bytes)
+                if found is None:
                     unfilled.add(channel)
                     continue
-                for _position, data in events:
+                for _position, data in found.events:
                     self.dispatch(channel, channel, data)
         finally:
             if self._filled < current:

@@ -67,7 +67,9 @@ if window > 0 then
   end
 end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
-redis.call('XADD', KEYS[1], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2])
+-- 'b': the payload bytes appended before this entry, so that a resume knows what it would read (recovery.py)
+local before = redis.call('HINCRBY', KEYS[2], 'b', #ARGV[2]) - #ARGV[2]
+redis.call('XADD', KEYS[1], offset .. '-0', 'o', ARGV[1], 'd', ARGV[2], 'b', before)
 if window > 0 then
   redis.call('ZADD', KEYS[3], offset, ARGV[1])
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(window + 1))

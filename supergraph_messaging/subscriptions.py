@@ -96,6 +96,47 @@ class Condition:
         return OPERATORS[self.op](data[self.field], self.value)
 
 
+#: Characters every JSON encoder writes as themselves (Go's escapes <, > and &; PHP's escapes /).
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:@+,;=!#$%*()[]{}|~^?'")
+
+
+def _needle(value: Any) -> bytes | None:
+    """Bytes that any JSON encoding of an object with a field equal to ``value`` contains, or None."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "bool":  # a match key
+        value = value[1]
+    if value is None or isinstance(value, bool):
+        return b"null" if value is None else (b"true" if value else b"false")
+    if isinstance(value, int) and abs(value) < 10**15:  # an equal float is written with these digits too
+        return str(value).encode()
+    if isinstance(value, str) and value and set(value) <= _PLAIN:
+        return b'"' + value.encode() + b'"'
+    return None
+
+
+def raw_prefilter(conditions: Iterable[Condition]) -> Callable[[bytes], bool] | None:
+    """A test on an event's raw JSON that is False only if the event cannot match ``conditions``.
+
+    For reading history, where most events may not match: a substring search
+    is far cheaper than decoding. Only ``eq`` and ``in`` on plain values give
+    needles; None when no condition does (then every event is decoded).
+    """
+    groups: list[tuple[bytes, ...]] = []
+    for condition in conditions:
+        values = (condition.value,) if condition.op == "eq" else condition.value if condition.op == "in" else None
+        if not isinstance(values, (tuple, list, frozenset)):
+            continue
+        needles = [_needle(v) for v in values]
+        if needles and all(n is not None for n in needles):
+            groups.append(tuple(n for n in needles if n is not None))
+    if not groups:
+        return None
+
+    def test(raw: bytes) -> bool:
+        return all(any(n in raw for n in needles) for needles in groups)
+
+    return test
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 #: The declarable field types, by their JSON names.

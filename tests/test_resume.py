@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,9 +11,11 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from supergraph_messaging import aredis_publish, streams
+from supergraph_messaging import aredis_publish, recovery, serialization, streams, subscriptions
+from supergraph_messaging.connection import get_redis_client
 from supergraph_messaging.hub import get_hub
 from tests.asgi import application
+from tests.testapp.subscriptions import CameraEventsSubscription as CameraEvents
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DURABLE = {"DELIVERY": "durable", "SERVICE_NAME": "tests"}
@@ -265,3 +269,73 @@ async def test_a_hub_disconnect_under_a_burst_misses_nothing_or_says_so(hub: Non
     assert sorted(set(got)) == list(range(200)) or gaps
     assert len(got) == len(set(got)) and got == sorted(got)
     await comm.disconnect()
+
+
+async def test_a_resume_is_bounded_in_bytes_before_anything_is_read(hub: None, redis_conn: Any) -> None:
+    for n in range(20):
+        await aredis_publish("camera.events", {"camera_id": 1, "n": n, "pad": "x" * 1000})
+    epoch = redis_conn.hget(streams.keys("camera.events")[1], "e").decode()
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "WS_RECOVERY_MAX_BYTES": 10_000}):
+        comm = await connect()  # 19 events after offset 1: about 19 KB, over the bound
+        reply = await subscribe(comm, since={"camera.events": {"offset": 1, "epoch": epoch}})
+        assert reply["payload"]["recovered"] is False
+        assert (await comm.receive_json_from(timeout=3))["type"] == "gap"
+        await comm.disconnect()
+        comm = await connect()  # 5 events after offset 15: about 5 KB, inside it
+        reply = await subscribe(comm, since={"camera.events": {"offset": 15, "epoch": epoch}})
+        assert reply["payload"]["recovered"] is True
+        assert [m["payload"]["data"]["n"] for m in await receive(comm, 5)] == [15, 16, 17, 18, 19]
+        await comm.disconnect()
+    conn = get_redis_client().aredis
+    assert await recovery.missed(conn, "camera.events", (1, epoch), 300, 10_000) is None
+    found = await recovery.missed(conn, "camera.events", (15, epoch), 300, 10_000)
+    assert found is not None and len(found.events) == 5 and 5000 < found.bytes_read < 5200
+
+
+async def test_entries_without_a_size_are_read_in_pages_and_still_bounded(hub: None, redis_conn: Any) -> None:
+    """Entries appended before entries carried ``b`` (an upgrade): the bound holds while reading."""
+    stream, meta, _idem = streams.keys("camera.events")
+    redis_conn.hset(meta, mapping={"e": "old", "s": 40})
+    for n in range(1, 41):
+        redis_conn.xadd(stream, {"o": f"id-{n}", "d": json.dumps({"camera_id": n % 2, "n": n, "pad": "y" * 1000})},
+                        id=f"{n}-0")
+    conn = get_redis_client().aredis
+    assert await recovery.missed(conn, "camera.events", (0, "old"), 300, 20_000) is None  # 40 KB > 20 KB
+    found = await recovery.missed(conn, "camera.events", (25, "old"), 300, 20_000,
+                                  subscriptions.raw_prefilter([subscriptions.Condition("camera_id", "eq", 1)]))
+    assert found is not None and [data["n"] for _pos, data in found.events] == [27, 29, 31, 33, 35, 37, 39]
+    assert found.events[0][0] == (27, "old")
+
+
+async def test_reading_history_is_charged_to_the_connections_rate_limit(hub: None, redis_conn: Any) -> None:
+    for n in range(40):
+        await aredis_publish("camera.events", {"camera_id": 1, "n": n, "pad": "z" * 100_000})
+    epoch = redis_conn.hget(streams.keys("camera.events")[1], "e").decode()
+    since = {"camera.events": {"offset": 0, "epoch": epoch}}
+    with override_settings(SUPERGRAPH_MESSAGING={**DURABLE, "WS_MAX_MESSAGES_PER_SECOND": 50}):
+        comm = await connect()  # 4 MB read: 61 messages' worth, over 50
+        await comm.send_json_to({"id": "1", "type": "subscribe",
+                                 "payload": {"entity": "CameraEvents", "filters": {"camera_id": 2}, "since": since}})
+        assert (await comm.receive_output(timeout=3))["code"] == 4429
+        comm = await connect()  # the same resume from offset 30: 1 MB, 16 messages' worth
+        since["camera.events"]["offset"] = 30
+        reply = await subscribe(comm, filters={"camera_id": 2}, since=since)
+        assert reply["payload"]["recovered"] is True
+        await comm.disconnect()
+
+
+@pytest.mark.parametrize("encode", [json.dumps, lambda d: serialization.dumps(d).decode(),
+                                    lambda d: json.dumps(d, ensure_ascii=False, indent=1)])
+def test_the_raw_prefilter_never_rejects_an_event_that_matches(encode: Any) -> None:
+    values: list[Any] = [0, 1, -1, 36, 36.0, 10**16, True, False, None, "a", "ab c", "é", 'q"uote', "a/b", "<x>", 2.5]
+    rng = random.Random(7)
+    for _ in range(3000):
+        event = {f: rng.choice(values) for f in ("x", "y") if rng.random() < 0.8}
+        if rng.random() < 0.3:
+            event["pad"] = rng.choice(values)
+        op = rng.choice(["eq", "in"])
+        value = rng.choice(values) if op == "eq" else rng.sample(values, 3)
+        conditions = CameraEvents.parse_filters({f"x__{op}": value}, 10, declared=False)
+        test = subscriptions.raw_prefilter(conditions)
+        if test is not None and not test(encode(event).encode()):
+            assert not all(c.matches(event) for c in conditions), (event, conditions)
