@@ -21,8 +21,16 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6399/0")
-# The secret the gateway and the services share (/__schema, /__authorize). A real one comes from a vault.
-SERVICE_TOKEN = os.environ.get("DEMO_SERVICE_TOKEN", "demo-only-service-token-not-secret-0123")
+# Each service's secret with the gateway (/__schema, /__authorize, the key of the gateway's user assertions):
+# one per service, so that one compromised service cannot pass for the gateway at another. Real ones come
+# from a vault.
+_TOKEN_BASE = os.environ.get("DEMO_SERVICE_TOKEN", "demo-only-service-token-not-secret-0123")
+
+
+def service_token(service: str) -> str:
+    return f"{_TOKEN_BASE}-{service}"
+
+
 HOST = "127.0.0.1"
 PORTS = dict(zip(("gateway", "access_control", "events", "notifications"),
                  map(int, os.environ.get("DEMO_PORTS", "8000,8001,8002,8003").split(",")), strict=True))
@@ -100,7 +108,7 @@ def messaging(service: str, **more: Any) -> dict[str, Any]:
     clients can resume. /__schema and /__asyncapi are public in the demo (the default is staff only).
     """
     return {"DEFAULT_TTL": 3600, "DELIVERY": "durable", "SERVICE_NAME": service, "SCHEMA_ACCESS": "public",
-            "SERVICE_TOKEN": SERVICE_TOKEN, **more}
+            "SERVICE_TOKEN": service_token(service), **more}  # a gateway passes its own dict in ``more``
 
 
 def service_settings(service: str, *apps: str, **messaging_settings: Any) -> dict[str, Any]:

@@ -1,13 +1,12 @@
 """``POST /__authorize``: the owning service decides who may subscribe to its entities through a gateway.
 
-A gateway serves other services' entities at its own ``/subscribe`` but
-holds none of their users, permissions or tenants. On each subscribe it
-forwards what its client presented (session cookie, ``Authorization``
-header, ``connection_init`` token) with the entity and filters; this service
-answers with its own ``Subscription.has_permission`` and
-``get_server_filters``, which the gateway then enforces. Only callers with
-the shared ``SERVICE_TOKEN`` may ask: the endpoint tells who a credential
-belongs to, in effect.
+A gateway serves other services' entities at its own ``/subscribe``; access
+to them stays with the service. On each subscribe (and re-check) the gateway
+sends the entity, the client's filters and a signed assertion of the user it
+authenticated, never the client's cookie or token; this service checks the
+signature against its own ``SERVICE_TOKEN`` and answers with its own
+``Subscription.has_permission`` and ``get_server_filters``, which the
+gateway then enforces. Only callers with the ``SERVICE_TOKEN`` may ask.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .conf import conf
-from .credentials import user_from
+from .credentials import BadAssertion, asserted_user, read_assertion
 from .gateway import is_remote
 from .subscriptions import FilterError, get_subscription
 from .views import has_service_token
@@ -47,13 +46,17 @@ async def authorize(request: HttpRequest) -> JsonResponse:
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("entity"), str):
-        return JsonResponse({"detail": "Expected a JSON object with 'entity', 'filters' and 'credentials'."},
+        return JsonResponse({"detail": "Expected a JSON object with 'entity', 'filters' and 'assertion'."},
                             status=400)
-    credentials = body.get("credentials")
+    try:
+        claims = read_assertion(body.get("assertion"), conf.service_token or "")
+    except BadAssertion as exc:
+        return JsonResponse({"detail": f"POST /__authorize needs the gateway's signed user assertion: {exc}."},
+                            status=403)
     subscription = get_subscription(body["entity"])
     if subscription is None or is_remote(subscription):  # a gateway answers only for its own entities
         return _answer(False, "unknown_entity", f"Unknown entity {body['entity']!r}.")
-    user = await user_from(credentials if isinstance(credentials, dict) else {})
+    user = await database_sync_to_async(asserted_user)(claims)
     server = await database_sync_to_async(subscription.access)(user)
     if server is None:
         return _answer(False, "forbidden", f"Not allowed to subscribe to {subscription.entity}.")

@@ -86,12 +86,30 @@ def _check_gateway() -> list[Any]:
     if not conf.gateway_services:
         return []
     errors: list[Any] = []
-    if not conf.service_token:
+    services = conf.gateway_services
+    missing = [name for name in services if not conf.token_for(name)]
+    if missing:
         errors.append(Error(
-            "SUPERGRAPH_MESSAGING['GATEWAY_SERVICES'] is set but SERVICE_TOKEN is not: the gateway cannot read "
-            "the services' /__schema or ask their /__authorize, so it serves none of their entities.",
-            hint="Set SERVICE_TOKEN to the secret the services have.",
+            f"SUPERGRAPH_MESSAGING['GATEWAY_SERVICES'] is set but SERVICE_TOKEN has no token for "
+            f"{', '.join(map(repr, missing))}: the gateway cannot read their /__schema or ask their /__authorize, "
+            "so it serves none of their entities.",
+            hint="Set SERVICE_TOKEN to {service name: the secret that service has}.",
             id="supergraph_messaging.E013",
+        ))
+    elif len(services) > 1 and isinstance(conf.service_token, str):
+        errors.append(Warning(
+            "SUPERGRAPH_MESSAGING['SERVICE_TOKEN'] is one secret for every service behind this gateway: any of "
+            "them can then sign user assertions the others accept and read their /__schema as the gateway.",
+            hint="Give each service its own: SERVICE_TOKEN = {service name: its secret}.",
+            id="supergraph_messaging.W015",
+        ))
+    loose = [name for name, entry in services.items() if entry.entities is None or entry.channels is None]
+    if loose:
+        errors.append(Warning(
+            f"GATEWAY_SERVICES gives {', '.join(map(repr, loose))} no 'entities' or no 'channels': such a service "
+            "gets whatever entities and exact channels it describes before any other service does.",
+            hint="{'url': ..., 'entities': [its entities], 'channels': [its channel prefixes, like 'billing.']}.",
+            id="supergraph_messaging.W016",
         ))
     if importlib.util.find_spec("httpx") is None:
         errors.append(Error(

@@ -80,17 +80,50 @@ def is_optional_str_list(value: Any) -> bool:
     return value is None or (isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value))
 
 
+_SERVICE_NAME = re.compile(r"[\w.-]+")
+_SERVICE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+_CHANNEL_PREFIX = re.compile(r"[^\s*?\[\]\\]+")  # literal: no glob character, no space
+
+
+def _is_service_entry(entry: Any) -> bool:
+    if isinstance(entry, str):
+        return bool(_SERVICE_URL.fullmatch(entry))
+    if not isinstance(entry, dict) or not set(entry) <= {"url", "entities", "channels"}:
+        return False
+    entities, channels = entry.get("entities"), entry.get("channels")
+    return (isinstance(entry.get("url"), str) and bool(_SERVICE_URL.fullmatch(entry["url"]))
+            and (entities is None or (isinstance(entities, list) and all(isinstance(e, str) and e for e in entities)))
+            and (channels is None or (isinstance(channels, list)
+                                      and all(isinstance(c, str) and _CHANNEL_PREFIX.fullmatch(c) for c in channels))))
+
+
 def is_service_map(value: Any) -> bool:
-    """``{name: "http(s)://host[:port][/path]"}``: where a gateway finds each service."""
+    """``{name: url}`` or ``{name: {"url": url, "entities": [...], "channels": [prefixes]}}``."""
     if value is None:
         return True
     if not isinstance(value, dict):
         return False
-    return all(
-        isinstance(name, str) and bool(re.fullmatch(r"[\w.-]+", name))
-        and isinstance(url, str) and bool(re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url))
-        for name, url in value.items()
-    )
+    return all(isinstance(name, str) and bool(_SERVICE_NAME.fullmatch(name)) and _is_service_entry(entry)
+               for name, entry in value.items())
+
+
+def is_service_token(value: Any) -> bool:
+    """A secret of at least 32 characters, or (on a gateway) ``{service name: its secret}``."""
+    if value is None or (isinstance(value, str) and len(value) >= 32):
+        return True
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(name, str) and isinstance(token, str) and len(token) >= 32 for name, token in value.items())
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One service behind a gateway: where it answers and, if configured, what it may own."""
+
+    url: str
+    #: The only entities it may describe (None: it is pinned to the ones it described first).
+    entities: tuple[str, ...] | None = None
+    #: Channel prefixes it owns (None: only exact channels no other service claimed first; no globs).
+    channels: tuple[str, ...] | None = None
 
 
 def is_origin(value: Any) -> bool:
@@ -235,19 +268,29 @@ SETTINGS: dict[str, Setting] = {
     "SCHEMA_ACCESS": Setting("staff", "'public', 'staff' or 'token'", lambda v: v in ("public", "staff", "token"),
                              doc="Who may read /__schema and /__asyncapi: anyone, staff users (or a caller "
                                  "with SERVICE_TOKEN), or only a caller with SERVICE_TOKEN."),
-    "SERVICE_TOKEN": Setting(None, "a string of at least 32 characters, or None",
-                             lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
-                             doc="Shared secret between services and the gateway, sent as "
-                                 "'Authorization: Service <token>'."),
-    "GATEWAY_SERVICES": Setting(None, "None or a dict of service name -> base URL ('http://events:8002')",
+    "SERVICE_TOKEN": Setting(None, "a string of at least 32 characters, a dict of service name -> such a "
+                                   "string (on a gateway), or None", is_service_token,
+                             doc="The secret this service shares with its gateway, sent as 'Authorization: "
+                                 "Service <token>' and the key of the gateway's signed user assertions; on a "
+                                 "gateway, one per service."),
+    "GATEWAY_SERVICES": Setting(None, "None or a dict of service name -> base URL ('http://events:8002') or "
+                                      "{'url': ..., 'entities': [...], 'channels': [channel prefixes]}",
                                 is_service_map,
                                 doc="Gateway mode: serve these services' subscriptions at this /subscribe (each "
-                                    "service decides who may subscribe, through POST /__authorize)."),
+                                    "service decides who may subscribe, through POST /__authorize), each only "
+                                    "with the entities and channel prefixes given."),
     "GATEWAY_REFRESH_INTERVAL": Setting(30.0, NUMBER, is_positive_number,
                                         doc="How often a gateway reads each service's /__schema again (a service "
                                             "that did not answer: sooner, backing off up to this)."),
     "GATEWAY_TIMEOUT": Setting(2.0, NUMBER, is_positive_number,
-                               doc="How long a gateway waits for a service's /__schema or /__authorize."),
+                               doc="How long a gateway waits for a service's /__schema or /__authorize, "
+                                   "in all (connect, headers and body)."),
+    "GATEWAY_MAX_SCHEMA_BYTES": Setting(1024 * 1024, "a positive integer", is_positive_int,
+                                        doc="Largest /__schema a gateway reads from a service; a larger one "
+                                            "leaves the service unavailable."),
+    "GATEWAY_MAX_ENTITIES": Setting(500, "a positive integer", is_positive_int,
+                                    doc="Most entities a gateway takes from one service's /__schema; more "
+                                        "leaves the service unavailable."),
     "WS_TOKEN_AUTHENTICATOR": Setting(None, "a dotted path to callable(token) -> user or None, or None",
                                       is_optional_str, doc="Resolves connection_init.payload.token."),
 }
@@ -535,13 +578,36 @@ class Settings:
 
     @property
     def service_token(self) -> str | None:
-        token: str | None = self._get("SERVICE_TOKEN")
-        return token
+        """This service's own token (None on a gateway that has one per service)."""
+        token = self._get("SERVICE_TOKEN")
+        return token if isinstance(token, str) else None
+
+    def token_for(self, service: str) -> str | None:
+        """The token a gateway uses with ``service``: its own entry, or the one shared token."""
+        token = self._get("SERVICE_TOKEN")
+        return token.get(service) if isinstance(token, dict) else token
 
     @property
-    def gateway_services(self) -> dict[str, str]:
-        services: dict[str, str] = self._get("GATEWAY_SERVICES") or {}  # memoised: read per connection
+    def gateway_services(self) -> dict[str, ServiceEntry]:
+        raw = self._get("GATEWAY_SERVICES") or {}
+        cached = self._memo.get("GATEWAY_SERVICES:parsed")  # read per connection: parsed once
+        if cached is None or cached[0] is not raw:
+            parsed = {name: ServiceEntry(entry) if isinstance(entry, str) else ServiceEntry(
+                entry["url"],
+                tuple(entry["entities"]) if entry.get("entities") is not None else None,
+                tuple(entry["channels"]) if entry.get("channels") is not None else None)
+                for name, entry in raw.items()}
+            cached = self._memo["GATEWAY_SERVICES:parsed"] = (raw, parsed)
+        services: dict[str, ServiceEntry] = cached[1]
         return services
+
+    @property
+    def gateway_max_schema_bytes(self) -> int:
+        return int(self._get("GATEWAY_MAX_SCHEMA_BYTES"))
+
+    @property
+    def gateway_max_entities(self) -> int:
+        return int(self._get("GATEWAY_MAX_ENTITIES"))
 
     @property
     def gateway_refresh_interval(self) -> float:

@@ -317,9 +317,6 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         token = payload.get("token")
         if token is not None:
             user = await self._token_user(token)
-            if user is None and get_gateway() is not None and isinstance(token, str) and token:
-                # A gateway keeps a token it cannot resolve: it may be a service's, which decides.
-                user = AnonymousUser()
             if user is None:
                 self.abort(FORBIDDEN)
                 return
@@ -428,16 +425,6 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self._error(sub_id, code, text)
         self.enqueue(_dumps({"id": sub_id, "type": "complete"}))
 
-    def _credentials(self) -> dict[str, str]:
-        """What this client presented, for a service to decide on: cookie, Authorization header, token."""
-        presented: dict[str, str] = {}
-        for name, value in self.scope.get("headers", ()):
-            if name in (b"cookie", b"authorization"):
-                presented[name.decode()] = value.decode("latin1")
-        if self.token is not None:
-            presented["token"] = self.token
-        return presented
-
     async def _recheck_remote(self) -> None:
         """Ask each service again about its entities' subscriptions; a refusal ends them, as at logout.
 
@@ -450,7 +437,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             if route is None or subscription is None or not is_remote(subscription):
                 continue
             try:
-                server = await subscription.authorize(self._credentials(), filters)
+                server = await subscription.authorize(self.user, filters)
             except Refused as exc:
                 if exc.code != "unavailable":
                     self._end(route, exc.code, f"Access to {subscription.entity} ended: {exc}")
@@ -461,7 +448,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     async def _access(self, subscription: type[Subscription], filters: Any) -> dict[str, Any]:
         """The server filters for this client, or :class:`Refused`: decided here, or by the owning service."""
         if is_remote(subscription):
-            return await subscription.authorize(self._credentials(), filters)
+            return await subscription.authorize(self.user, filters)
         server: dict[str, Any] | None = await database_sync_to_async(subscription.access)(self.user)
         if server is None:
             raise Refused(f"Not allowed to subscribe to {subscription.entity}.")

@@ -1,8 +1,10 @@
-"""Who a client is, from what it presented: a session cookie, an ``Authorization`` header or a token.
+"""Who a client is: from what it presented (a session cookie or a token), or from a gateway's assertion.
 
-Shared by ``/subscribe`` (which reads them off its own connection) and
-``POST /__authorize`` (where a gateway forwards what its client presented,
-so the service that owns an entity decides who may see it).
+``/subscribe`` reads the credentials off its own connection. A gateway
+never passes them on: it sends the service that owns an entity a signed,
+short-lived assertion of the user it authenticated (:func:`sign_assertion`),
+which that service's ``POST /__authorize`` turns back into a user
+(:func:`asserted_user`) to decide with its own permissions.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user
+from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_logged_out
+from django.core import signing
+from django.core.exceptions import ValidationError
 from django.dispatch import receiver
 from django.http.cookie import parse_cookie
 from django.utils.module_loading import import_string
@@ -76,24 +80,89 @@ def session_user(session_key: str) -> Any:
     return get_user(_Request())  # type: ignore[arg-type]  # get_user needs only .session
 
 
-async def user_from(credentials: dict[str, Any]) -> Any:
-    """The user these forwarded credentials name (anonymous when none is valid).
+#: Signs gateway assertions only (the same key signs nothing else with this salt).
+ASSERTION_SALT = "supergraph_messaging.assertion"
 
-    A token (``connection_init``'s, or an ``Authorization: Token|Bearer``
-    header's) must be valid: a wrong one is anonymous, never a fallback to
-    the cookie, as ``/subscribe`` refuses a wrong token outright.
+#: Seconds an assertion is valid: the gateway signs a new one for every subscribe and re-check.
+ASSERTION_MAX_AGE = 30
+
+
+class BadAssertion(Exception):
+    """An assertion that is forged, expired or not signed with this service's key."""
+
+
+def sign_assertion(user: Any, audience: str, key: str) -> str:
+    """Who ``user`` is (id, username, staff, superuser, groups), for service ``audience``, signed with its key.
+
+    Runs the groups query: call it off the event loop.
     """
-    token = credentials.get("token")
-    scheme, _, value = str(credentials.get("authorization") or "").partition(" ")
-    if not token and scheme in TOKEN_SCHEMES:
-        token = value
-    if token:
-        user = await authenticate_token(token) if isinstance(token, str) else None
-        return user or AnonymousUser()
-    _, session_key = parse_cookies(str(credentials.get("cookie") or ""))
-    if not session_key:
+    claims: dict[str, Any] = {"aud": audience}
+    if getattr(user, "is_authenticated", False) and getattr(user, "is_active", True):
+        groups: Any = getattr(user, "groups", None)
+        names = sorted(groups.values_list("name", flat=True)) if hasattr(groups, "values_list") else []
+        claims.update(id=str(user.pk), username=user.get_username(), staff=bool(user.is_staff),
+                      superuser=bool(user.is_superuser), groups=names)
+    return signing.dumps(claims, key=key, salt=ASSERTION_SALT)
+
+
+def read_assertion(assertion: Any, key: str) -> dict[str, Any]:
+    """The claims of an assertion signed with ``key`` within :data:`ASSERTION_MAX_AGE`, or :class:`BadAssertion`."""
+    if not isinstance(assertion, str) or not assertion or len(assertion) > 8192:
+        raise BadAssertion("no assertion")
+    try:
+        claims = signing.loads(assertion, key=key, salt=ASSERTION_SALT, max_age=ASSERTION_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        raise BadAssertion("the assertion expired") from exc
+    except signing.BadSignature as exc:
+        raise BadAssertion("the assertion is not signed with this service's SERVICE_TOKEN") from exc
+    if not isinstance(claims, dict):
+        raise BadAssertion("the assertion is not an object")
+    return claims
+
+
+class AssertedUser:
+    """A user this service does not store, as a gateway asserted it (like simplejwt's ``TokenUser``).
+
+    Enough for DRF's permission classes (``IsAuthenticated``, ``IsAdminUser``)
+    and for ``get_server_filters`` that read ``pk``, ``username`` or
+    ``group_names``; it has no model permissions.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.pk = self.id = claims["id"]
+        self.username = str(claims.get("username") or "")
+        self.is_staff = bool(claims.get("staff"))
+        self.is_superuser = bool(claims.get("superuser"))
+        groups = claims.get("groups")
+        self.group_names = frozenset(str(g) for g in groups) if isinstance(groups, list) else frozenset()
+
+    def get_username(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.username
+
+
+def asserted_user(claims: dict[str, Any]) -> Any:
+    """The user claims name: this service's own record of them when it has one (same id and username,
+    active), an :class:`AssertedUser` when it has none, anonymous when the claims name nobody."""
+    if "id" not in claims or not isinstance(claims.get("username"), str):
         return AnonymousUser()
-    return await database_sync_to_async(session_user)(session_key)
+    model = get_user_model()
+    try:
+        local = model._default_manager.filter(pk=claims["id"], **{model.USERNAME_FIELD: claims["username"]}).first()
+    except (ValueError, TypeError, ValidationError):  # an id of another kind than this service's keys
+        local = None
+    if local is not None:
+        return local if local.is_active else AnonymousUser()
+    return AssertedUser(claims)
 
 
 def session_digest(session_key: str) -> str:

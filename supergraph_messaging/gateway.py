@@ -5,10 +5,21 @@ With ``GATEWAY_SERVICES`` set, this process reads each service's
 period) and registers a :class:`RemoteSubscription` per entity. Clients see
 them exactly like local ones: the filters, field types and field lists the
 service declared are checked here, and events come from the same Redis
-channels through the same hub. What the gateway never decides is access:
-on every subscribe (and every re-check) it forwards what its client
-presented to the service's ``POST /__authorize`` and enforces the answer,
-including the server-side filters for that user.
+channels through the same hub.
+
+A service is trusted with no more than it is configured to own. It serves
+only the entities ``GATEWAY_SERVICES`` gives it (or, unconfigured, those no
+other service described first) on channels in its configured prefixes (or,
+unconfigured, exact channels no other service claimed first); a glob wider
+than its prefixes, and ``*``, are refused with an ERROR naming both parties.
+Access is decided by the owning service, but from what the gateway itself
+established: the gateway authenticates its client (session or token) and
+sends the service's ``POST /__authorize`` a short-lived assertion of who the
+user is, signed with that service's own ``SERVICE_TOKEN``. A client's cookie
+or token never leaves the gateway, and one service's key opens nothing at
+another. Each service is read by a loop of its own, with a total deadline
+and bounds in bytes and entities, so one slow or hostile service delays
+nobody else.
 
 A service that does not answer makes only its own entities ``unavailable``
 (new subscribes are refused with that code; subscriptions already open stay,
@@ -19,16 +30,22 @@ next successful read of its ``/__schema`` brings them back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeGuard
 
-from .conf import conf
+from channels.db import database_sync_to_async
+
+from .conf import ServiceEntry, conf
 from .connection import REDIS_ERRORS
+from .credentials import sign_assertion
 from .exceptions import RedisUnavailable
 from .hub import Route, get_hub
+from .keys import is_glob
 from .recovery import Position
 from .subscriptions import JSON_TYPES, OPERATORS, Refused, Subscription, get_subscription, registry
 
@@ -59,64 +76,103 @@ class RemoteSubscription(Subscription):
                         "(RemoteSubscription.authorize).")
 
     @classmethod
-    async def authorize(cls, credentials: Mapping[str, str], filters: Any) -> dict[str, Any]:
-        """The server filters the owning service imposes for these credentials; :class:`Refused` if none."""
+    async def authorize(cls, user: Any, filters: Any) -> dict[str, Any]:
+        """The server filters the owning service imposes for ``user``; :class:`Refused` if none."""
         gateway = get_gateway()
         if gateway is None:
             raise Refused(f"{cls.entity} belongs to service {cls.service!r}, which is no longer configured.",
                           "unavailable")
-        return await gateway.authorize(cls, credentials, filters)
+        return await gateway.authorize(cls, user, filters)
 
 
 def is_remote(subscription: type[Subscription]) -> TypeGuard[type[RemoteSubscription]]:
     return issubclass(subscription, RemoteSubscription)
 
 
-def remote_class(service: str, described: Any) -> type[RemoteSubscription]:
-    """The class for one entry of a service's ``/__schema`` ``subscriptions`` (ValueError if malformed).
+#: Bounds on one entity's description (a service's /__schema is input like any other).
+_MAX_CHANNELS, _MAX_FILTERS, _MAX_FIELDS, _MAX_NAME, _MAX_DESCRIPTION = 50, 100, 500, 200, 2000
 
-    Built by ``type()``, so it registers itself like any ``Subscription``,
-    under a name per service and entity: a refresh replaces it in place.
-    """
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_NAME
+
+
+def check_entry(described: Any) -> dict[str, Any]:
+    """One entry of a service's ``/__schema`` ``subscriptions``, checked and bounded (ValueError if not)."""
     if not isinstance(described, Mapping):
         raise ValueError("an entry is not an object")
     entity, channels, filters = described.get("entity"), described.get("channels"), described.get("filters") or {}
-    if not isinstance(entity, str) or not entity:
+    if not _name(entity):
         raise ValueError("an entry has no entity")
-    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
+    if not isinstance(channels, list) or not channels or not all(_name(c) for c in channels):
         raise ValueError(f"{entity} lists no channels")
-    if not isinstance(filters, Mapping) or not all(
-            isinstance(ops, list) and all(op in OPERATORS for op in ops) for ops in filters.values()):
-        raise ValueError(f"{entity} has filters this version does not know: {filters!r}")
-    field_types: dict[str, tuple[type, ...]] = {}
-    for name, kinds in (described.get("field_types") or {}).items():
-        known = tuple(_TYPES_BY_NAME[k] for k in kinds if k in _TYPES_BY_NAME) if isinstance(kinds, list) else ()
-        if known and name in filters:
-            field_types[name] = known
+    if len(channels) > _MAX_CHANNELS:
+        raise ValueError(f"{entity} lists {len(channels)} channels (at most {_MAX_CHANNELS})")
+    if not isinstance(filters, Mapping) or len(filters) > _MAX_FILTERS or not all(
+            _name(name) and isinstance(ops, list) and all(op in OPERATORS for op in ops)
+            for name, ops in filters.items()):
+        raise ValueError(f"{entity} has filters this version does not know: {str(filters)[:200]}")
+    field_types: dict[str, list[str]] = {}
+    raw_types = described.get("field_types")
+    for name, kinds in (raw_types.items() if isinstance(raw_types, Mapping) else ()):
+        if name in filters and isinstance(kinds, list):
+            field_types[name] = [k for k in kinds if k in _TYPES_BY_NAME]
     fields = described.get("fields")
-    attrs = {
-        "__module__": __name__,
-        "__qualname__": f"remote.{service}.{entity}",
-        "__doc__": None,
+    if isinstance(fields, list) and (len(fields) > _MAX_FIELDS or not all(_name(f) for f in fields)):
+        raise ValueError(f"{entity} lists more than {_MAX_FIELDS} fields, or a field that is not a name")
+    return {
         "entity": entity,
         "channels": list(channels),
         "filters": {name: list(ops) for name, ops in filters.items()},
         "field_types": field_types,
-        "fields": [str(f) for f in fields] if isinstance(fields, list) else None,
-        "description": str(described.get("description") or ""),
-        "service": service,
-        "remote_requires_auth": bool(described.get("requires_auth")),
+        "fields": list(fields) if isinstance(fields, list) else None,
+        "description": str(described.get("description") or "")[:_MAX_DESCRIPTION],
+        "requires_auth": bool(described.get("requires_auth")),
     }
-    return type(f"Remote{entity}", (RemoteSubscription,), attrs)
+
+
+def remote_class(service: str, described: Any) -> type[RemoteSubscription]:
+    """The class for one entry of a service's ``/__schema`` (checked by :func:`check_entry`).
+
+    Built by ``type()``, so it registers itself like any ``Subscription``,
+    under a name per service and entity: a refresh replaces it in place.
+    """
+    spec = check_entry(described)
+    attrs = {
+        "__module__": __name__,
+        "__qualname__": f"remote.{service}.{spec['entity']}",
+        "__doc__": None,
+        "entity": spec["entity"],
+        "channels": spec["channels"],
+        "filters": spec["filters"],
+        "field_types": {name: tuple(_TYPES_BY_NAME[k] for k in kinds)
+                        for name, kinds in spec["field_types"].items() if kinds},
+        "fields": spec["fields"],
+        "description": spec["description"],
+        "service": service,
+        "remote_requires_auth": spec["requires_auth"],
+    }
+    return type(f"Remote{spec['entity']}", (RemoteSubscription,), attrs)
 
 
 @dataclass
 class Service:
     name: str
-    url: str
+    entry: ServiceEntry
     available: bool = False
     entities: dict[str, type[RemoteSubscription]] = field(default_factory=dict)
     problem: str = ""
+    #: The ``SCHEMA_ACCESS`` its /__schema reported ("token", the strictest, until it reports one).
+    access: str = "token"
+    #: Set to read its /__schema now (a notice, a refused authorize); each service has its own loop.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    tried: bool = False
+    #: Until then (monotonic), a failing read is retried every 0.25 s instead of backing off.
+    eager_until: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.entry.url.rstrip("/")
 
 
 class _NoticeSink:
@@ -126,25 +182,51 @@ class _NoticeSink:
         self.gateway = gateway
 
     def deliver(self, route: Route, channel: str, data_json: str, position: Position | None = None) -> None:
-        self.gateway.wake.set()
+        self.gateway.wake_all()
 
     def gap(self, route: Route, reason: str = "reconnected") -> None:
-        self.gateway.wake.set()  # a notice may have been missed while Redis was away
+        self.gateway.wake_all()  # a notice may have been missed while Redis was away
+
+
+#: The order of ``SCHEMA_ACCESS`` values, least strict first.
+ACCESS_LEVELS = ("public", "staff", "token")
+
+#: Seconds after a service's notice during which a failing read is retried quickly.
+_EAGER_AFTER_NOTICE = 5.0
+
+#: Entities installed per step before the event loop gets a turn (a schema's classes are built on the loop).
+_INSTALL_STEP = 50
 
 
 class Gateway:
-    def __init__(self, services: Mapping[str, str], token: str) -> None:
-        self.services = {name: Service(name, url.rstrip("/")) for name, url in services.items()}
-        self.token = token
-        self.wake = asyncio.Event()
+    def __init__(self, services: Mapping[str, ServiceEntry]) -> None:
+        self.services = {name: Service(name, entry) for name, entry in services.items()}
         self.discovered = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.notices: Route | None = None
         self.client: Any = None
+        #: entity -> the service that described it first (or was configured with it): nobody else gets it.
+        self.owners: dict[str, str] = {name: s.name for s in self.services.values() for name in s.entry.entities or ()}
+        #: exact channel -> the service that claimed it first (services without configured prefixes).
+        self.channel_owners: dict[str, str] = {}
+        self._reported: set[tuple[str, str]] = set()
 
     def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
+        if not self.tasks:
+            import httpx
+
+            self.client = httpx.AsyncClient(timeout=conf.gateway_timeout)
+            loop = asyncio.get_running_loop()
+            self.tasks = [loop.create_task(self._listen_loop())]
+            self.tasks += [loop.create_task(self._service_loop(s)) for s in self.services.values()]
+
+    def wake_all(self) -> None:
+        """A service announced itself: read every schema now, and retry a failing one every 0.25 s for a
+        while (a service announces from ``ready()``, a moment before its server listens)."""
+        eager = time.monotonic() + _EAGER_AFTER_NOTICE
+        for service in self.services.values():
+            service.eager_until = eager
+            service.wake.set()
 
     async def ready(self) -> None:
         """Wait (bounded) for the first read of every service, so a first subscribe finds their entities."""
@@ -157,86 +239,164 @@ class Gateway:
     def unavailable(self) -> list[str]:
         return [s.name for s in self.services.values() if not s.available]
 
-    async def _run(self) -> None:
-        import httpx
+    def schema_access(self) -> str:
+        """The strictest ``SCHEMA_ACCESS`` of this project and of every service behind it."""
+        levels = [conf.schema_access, *(s.access for s in self.services.values())]
+        return max(levels, key=ACCESS_LEVELS.index)
 
-        self.client = httpx.AsyncClient(timeout=conf.gateway_timeout,
-                                        headers={"Authorization": f"Service {self.token}"})
+    async def _service_loop(self, service: Service) -> None:
+        """Read one service's /__schema, again on a period or when woken. One loop per service: a slow or
+        hostile service delays only its own entities."""
         backoff = 0.5
         while True:
             try:
-                await self._listen()
-                await asyncio.gather(*(self.refresh(s) for s in self.services.values()))
+                await self.refresh(service)
             except Exception:
                 # Whatever a service answered, the gateway keeps serving and reads again next round.
-                logger.exception("Reading the services' schemas failed; the gateway retries.")
-            self.discovered.set()
+                logger.exception("Reading the schema of service %r failed; the gateway retries.", service.name)
+            service.tried = True
+            if all(s.tried for s in self.services.values()):
+                self.discovered.set()
             interval = conf.gateway_refresh_interval
-            if self.unavailable() or self.notices is None:
+            if not service.available and time.monotonic() < service.eager_until:
+                wait = min(0.25, interval)
+            elif not service.available or self.notices is None:
                 wait, backoff = min(backoff, interval), min(backoff * 2, interval)
             else:
                 wait, backoff = interval, 0.5
-            self.wake.clear()
+            service.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), wait)
+                await asyncio.wait_for(service.wake.wait(), wait)
             except TimeoutError:
                 pass
 
-    async def _listen(self) -> None:
-        if self.notices is not None:
-            return
-        route = Route(_NoticeSink(self), "gateway", "", [NOTICE_CHANNEL], [], None)
-        try:
-            await get_hub().add(route)
-        except _UNREACHABLE as exc:
-            get_hub().remove(route)
-            logger.warning("The gateway cannot hear service notices yet (%s); it reads /__schema on a period.", exc)
-            return
-        self.notices = route
+    async def _listen_loop(self) -> None:
+        backoff = 0.5
+        while self.notices is None:
+            route = Route(_NoticeSink(self), "gateway", "", [NOTICE_CHANNEL], [], None)
+            try:
+                await get_hub().add(route)
+            except _UNREACHABLE as exc:
+                get_hub().remove(route)
+                if backoff == 0.5:
+                    logger.warning("The gateway cannot hear service notices yet (%s); it reads /__schema on a "
+                                   "period.", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, conf.gateway_refresh_interval)
+                continue
+            self.notices = route
+
+    def _headers(self, service: Service) -> dict[str, str]:
+        return {"Authorization": f"Service {conf.token_for(service.name) or ''}"}
 
     async def refresh(self, service: Service) -> None:
-        """Read ``service``'s ``/__schema`` and install its entities; a failure marks it unavailable."""
+        """Read ``service``'s ``/__schema`` and install its entities; a failure marks it unavailable.
+
+        The whole read (connect, headers, body) has ``GATEWAY_TIMEOUT``; the body
+        is read up to ``GATEWAY_MAX_SCHEMA_BYTES``, parsed and checked on a
+        thread, and the classes are built in steps, so that a schema trickled
+        byte by byte, or of 8,000 entities, or of 50 MB, costs the other
+        services and the gateway's WebSockets nothing.
+        """
         import httpx
 
+        url = f"{service.url}/__schema"
+        limit = conf.gateway_max_schema_bytes
         try:
-            response = await self.client.get(f"{service.url}/__schema")
+            async with asyncio.timeout(conf.gateway_timeout):
+                async with self.client.stream("GET", url, headers=self._headers(service)) as response:
+                    if response.status_code != 200:
+                        hint = " (is its SERVICE_TOKEN the gateway's SERVICE_TOKEN for it?)" \
+                            if response.status_code == 403 else ""
+                        self._down(service, f"GET {url} answered {response.status_code}{hint}")
+                        return
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > limit:
+                            self._down(service, f"GET {url} answered more than GATEWAY_MAX_SCHEMA_BYTES ({limit})")
+                            return
+        except TimeoutError:
+            self._down(service, f"GET {url} did not answer in full within GATEWAY_TIMEOUT ({conf.gateway_timeout} s)")
+            return
         except httpx.HTTPError as exc:
-            self._down(service, f"GET {service.url}/__schema failed: {type(exc).__name__} {exc}".rstrip())
+            self._down(service, f"GET {url} failed: {type(exc).__name__} {exc}".rstrip())
             return
-        if response.status_code != 200:
-            hint = " (is SERVICE_TOKEN the same on both?)" if response.status_code == 403 else ""
-            self._down(service, f"GET {service.url}/__schema answered {response.status_code}{hint}")
+        parsed = await asyncio.to_thread(parse_schema, bytes(body), conf.gateway_max_entities)
+        if isinstance(parsed, str):
+            self._down(service, f"GET {url}: {parsed}")
             return
-        try:
-            described = response.json()["subscriptions"]
-        except (ValueError, KeyError, TypeError):
-            described = None
-        if not isinstance(described, list):
-            self._down(service, f"GET {service.url}/__schema did not answer a /__schema document")
-            return
-        self._install(service, described)
+        specs, access, problems = parsed
+        for problem in problems:
+            self._report(service, problem, f"Service {service.name!r}: an entity of its /__schema was ignored: "
+                                           f"{problem}.", logging.WARNING)
+        service.access = access
+        await self._install(service, specs)
         if not service.available:
             logger.info("Service %r is available: %s.", service.name,
                         ", ".join(sorted(service.entities)) or "no entities")
         service.available = True
         service.problem = ""
 
-    def _install(self, service: Service, described: list[Any]) -> None:
-        entities: dict[str, type[RemoteSubscription]] = {}
-        for entry in described:
-            try:
-                entity = entry.get("entity") if isinstance(entry, Mapping) else None
-                owner = get_subscription(entity) if isinstance(entity, str) else None
-                if owner is not None and not (is_remote(owner) and owner.service == service.name):
-                    where = f"service {owner.service!r}" if is_remote(owner) else "this project"
-                    logger.warning("Service %r offers %s, which %s already serves; ignored.",
-                                   service.name, entity, where)
-                    continue
-                cls = remote_class(service.name, entry)
-            except ValueError as exc:
-                logger.warning("Service %r: an entity of its /__schema was ignored: %s.", service.name, exc)
+    def _report(self, service: Service, key: str, text: str, level: int = logging.ERROR) -> None:
+        """Log a refusal once per service and cause (the schema is read again every period)."""
+        if (service.name, key) not in self._reported:
+            self._reported.add((service.name, key))
+            logger.log(level, text)
+
+    def _claim(self, service: Service, spec: Mapping[str, Any], local_channels: set[str]) -> str:
+        """Why ``service`` may not serve this entity, or "" (then its entity and channels are pinned to it).
+
+        ``local_channels``: those of this project's own entities, which no service may claim.
+        """
+        entity = spec["entity"]
+        owner = self.owners.get(entity)
+        if owner is not None and owner != service.name:
+            return f"entity {entity} belongs to service {owner!r}"
+        if service.entry.entities is not None and entity not in service.entry.entities:
+            return f"entity {entity} is not among the entities GATEWAY_SERVICES gives it"
+        local = get_subscription(entity)
+        if local is not None and not is_remote(local):
+            return f"entity {entity} is this project's own"
+        for channel in spec["channels"]:
+            head = _literal_head(channel)
+            if not head:
+                return f"channel {channel!r} of {entity} would match every channel"
+            others = [(name, prefix) for name, s in self.services.items() if name != service.name
+                      for prefix in s.entry.channels or () if head.startswith(prefix)]
+            if others:
+                return f"channel {channel!r} of {entity} lies in service {others[0][0]!r}'s prefix {others[0][1]!r}"
+            if service.entry.channels is not None:
+                if not any(head.startswith(prefix) for prefix in service.entry.channels):
+                    return (f"channel {channel!r} of {entity} is outside its channel prefixes "
+                            f"({', '.join(map(repr, service.entry.channels))})")
                 continue
-            entities[cls.entity] = cls
+            if is_glob(channel):
+                return f"channel {channel!r} of {entity} is a glob, and GATEWAY_SERVICES gives it no channel prefixes"
+            if channel in local_channels:
+                return f"channel {channel!r} of {entity} is this project's own"
+            claimant = self.channel_owners.get(channel)
+            if claimant is not None and claimant != service.name:
+                return f"channel {channel!r} of {entity} belongs to service {claimant!r}"
+        return ""
+
+    async def _install(self, service: Service, specs: list[dict[str, Any]]) -> None:
+        entities: dict[str, type[RemoteSubscription]] = {}
+        local_channels = {c for cls in registry if not is_remote(cls) for c in cls.channels}
+        for n, spec in enumerate(specs):
+            if n and n % _INSTALL_STEP == 0:
+                await asyncio.sleep(0)  # other services' reads and the WebSockets go on meanwhile
+            problem = self._claim(service, spec, local_channels)
+            if problem:
+                self._report(service, problem, f"Service {service.name!r} describes what it may not serve: "
+                                               f"{problem}; refused.")
+                continue
+            self.owners.setdefault(spec["entity"], service.name)
+            if service.entry.channels is None:
+                for channel in spec["channels"]:
+                    self.channel_owners.setdefault(channel, service.name)
+            cls = entities[spec["entity"]] = remote_class(service.name, spec)
+            service.entities[cls.entity] = cls
         for gone in set(service.entities) - set(entities):
             registry[:] = [c for c in registry if c is not service.entities[gone]]
         service.entities = entities
@@ -248,8 +408,12 @@ class Gateway:
         service.available = False
         service.problem = problem
 
-    async def authorize(self, subscription: type[RemoteSubscription], credentials: Mapping[str, str],
-                        filters: Any) -> dict[str, Any]:
+    async def authorize(self, subscription: type[RemoteSubscription], user: Any, filters: Any) -> dict[str, Any]:
+        """Ask the owning service whether ``user`` (as this gateway authenticated it) may subscribe.
+
+        The service gets a signed assertion of who the user is, never the
+        client's cookie or token: a service could use those elsewhere.
+        """
         import httpx
 
         service = self.services.get(subscription.service)
@@ -257,19 +421,27 @@ class Gateway:
                               "answering); retry later.", "unavailable")
         if service is None or not service.available:
             raise unavailable
+        key = conf.token_for(service.name)
+        if not key:
+            raise unavailable
+        assertion = await database_sync_to_async(sign_assertion)(user, service.name, key)
         try:
-            response = await self.client.post(f"{service.url}/__authorize", json={
-                "entity": subscription.entity, "filters": filters, "credentials": dict(credentials)})
+            async with asyncio.timeout(conf.gateway_timeout):
+                response = await self.client.post(f"{service.url}/__authorize", headers=self._headers(service), json={
+                    "entity": subscription.entity, "filters": filters, "assertion": assertion})
             answer = response.json() if response.status_code == 200 else None
         except httpx.PoolTimeout:
             # This gateway's own connections to the service are all busy (a burst of subscribes): the
             # service is not down, this one subscribe is refused and retried by the client.
             raise Refused(f"{subscription.entity} is busy at the gateway; retry later.", "unavailable") from None
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
             answer, response = None, exc
         if not isinstance(answer, dict) or not isinstance(answer.get("allowed"), bool):
-            self._down(service, f"POST {service.url}/__authorize: {getattr(response, 'status_code', response)!r}")
-            self.wake.set()
+            status = getattr(response, "status_code", response)
+            hint = " (it refused the gateway's token or assertion: are the SERVICE_TOKENs the same?)" \
+                if status == 403 else ""
+            self._down(service, f"POST {service.url}/__authorize: {status!r}{hint}")
+            service.wake.set()
             raise unavailable
         if answer["allowed"]:
             server = answer.get("server_filters") or {}
@@ -278,8 +450,8 @@ class Gateway:
             return server
         code = answer.get("code") if isinstance(answer.get("code"), str) else "forbidden"
         if code == "unknown_entity":
-            self.wake.set()  # the service dropped it since the last read
-        raise Refused(str(answer.get("message") or f"Not allowed to subscribe to {subscription.entity}."), code)
+            service.wake.set()  # the service dropped it since the last read
+        raise Refused(str(answer.get("message") or f"Not allowed to subscribe to {subscription.entity}.")[:500], code)
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Per entity served for a service: which, and whether it answers (added to ``/__schema``)."""
@@ -287,12 +459,45 @@ class Gateway:
                 for s in self.services.values() for entity in s.entities}
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
         if self.notices is not None:
             get_hub().remove(self.notices)
         if self.client is not None:
             await self.client.aclose()
+
+
+def _literal_head(channel: str) -> str:
+    """The part of a channel before its first glob character: what every channel it matches starts with."""
+    for i, char in enumerate(channel):
+        if char in "*?[\\":
+            return channel[:i]
+    return channel
+
+
+def parse_schema(body: bytes, max_entities: int) -> tuple[list[dict[str, Any]], str, list[str]] | str:
+    """A service's ``/__schema`` body -> (valid entity specs, its SCHEMA_ACCESS, problems), or what is wrong.
+
+    Pure (no registry, no classes), so that it runs on a thread.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return "the answer is not JSON"
+    described = document.get("subscriptions") if isinstance(document, dict) else None
+    if not isinstance(described, list):
+        return "the answer is not a /__schema document"
+    if len(described) > max_entities:
+        return f"it describes {len(described)} entities; GATEWAY_MAX_ENTITIES is {max_entities}"
+    access = document.get("access")
+    specs: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for entry in described:
+        try:
+            specs.append(check_entry(entry))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return specs, access if access in ACCESS_LEVELS else "token", problems
 
 
 _gateways: dict[asyncio.AbstractEventLoop, Gateway] = {}
@@ -301,14 +506,14 @@ _gateways: dict[asyncio.AbstractEventLoop, Gateway] = {}
 def get_gateway() -> Gateway | None:
     """The running loop's gateway (None unless ``GATEWAY_SERVICES`` is set), started on first use."""
     services = conf.gateway_services
-    if not services or not conf.service_token:
+    if not services:
         return None
     loop = asyncio.get_running_loop()
     gateway = _gateways.get(loop)
     if gateway is None:
         for old in [lp for lp in _gateways if lp.is_closed()]:
             del _gateways[old]
-        gateway = _gateways[loop] = Gateway(services, conf.service_token)
+        gateway = _gateways[loop] = Gateway(services)
     gateway.start()
     return gateway
 

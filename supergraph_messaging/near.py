@@ -24,6 +24,13 @@ Three races are closed here:
 - the invalidation connection lost (killed, Redis restarted): every copy is
   dropped at once and nothing is served or kept until it is subscribed
   again; a connection that stops answering is found by a PING;
+- a connection that stalls without an error (a network that drops packets,
+  a frozen proxy): invalidations stop arriving and nothing says so. A copy is
+  served only while the connection was heard from (a message, or the answer
+  to the PING sent after :data:`IDLE` of silence) within :data:`MAX_SILENCE`;
+  after that, reads go to Redis until it answers again. So a change reaches
+  readers at most ``MAX_SILENCE`` late, however the link fails (it was up to
+  1.49 s with only the PING's timeout);
 - a key that expires in Redis: expiry is announced only when Redis gets to
   delete the key, so each copy also carries the key's remaining TTL.
 
@@ -57,7 +64,9 @@ CHANNEL = b"__redis__:invalidate"
 _LOST: tuple[type[BaseException], ...] = (*REDIS_ERRORS, OSError)
 RECONNECT_MIN = 0.05
 RECONNECT_MAX = 2.0
-IDLE = 0.5  # seconds without a message before the connection is asked a PING
+IDLE = 0.2  # seconds without a message before the connection is asked a PING
+#: Copies are served only while the invalidation connection was heard from this recently (seconds).
+MAX_SILENCE = 0.5
 
 
 class NearCache:
@@ -68,6 +77,8 @@ class NearCache:
         self._lock = threading.Lock()
         self._data: collections.OrderedDict[str, tuple[bytes, float]] = collections.OrderedDict()
         self._watching = False
+        #: When the invalidation connection last delivered anything (monotonic): see MAX_SILENCE.
+        self._heard = 0.0
         self._seq = 0
         self._flushed_at = 0
         self._inflight: dict[str, int] = {}
@@ -93,6 +104,12 @@ class NearCache:
             self._start()
         return self._watching
 
+    @property
+    def silence(self) -> float:
+        """Seconds since the invalidation connection last delivered anything (copies are served below
+        :data:`MAX_SILENCE`)."""
+        return time.monotonic() - self._heard
+
     def get(self, key: str) -> bytes | None:
         if not self._watching:
             self.watching  # noqa: B018 - starts the invalidation connection on first use
@@ -104,7 +121,10 @@ class NearCache:
         if entry is None:
             return None
         raw, expires = entry
-        if expires and time.monotonic() >= expires:
+        now = time.monotonic()
+        if now - self._heard > MAX_SILENCE:
+            return None  # the invalidations may be stuck on the way: ask Redis until they are heard again
+        if expires and now >= expires:
             data.pop(key, None)
             return None
         with contextlib.suppress(KeyError):
@@ -264,6 +284,7 @@ class NearCache:
         conn.read_response()
         with self._lock:  # copies kept before this may have missed invalidations: start empty
             self._flush()
+            self._heard = time.monotonic()
             self._watching = True
         self.reconnects += 1
         return conn
@@ -282,6 +303,7 @@ class NearCache:
                     ping_sent = now
                 continue
             message = conn.read_response()
+            self._heard = time.monotonic()
             kind = message[0]
             if kind == b"message" and message[1] == CHANNEL:
                 keys = message[2]

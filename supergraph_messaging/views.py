@@ -36,7 +36,8 @@ def schema_document() -> dict[str, Any]:
         {"template": r.template.template, "invalidate_on": list(r.channels), "kind": r.kind}
         for r in invalidation.templates
     ]
-    return {"subscriptions": describe(), "events": published, "caches": caches}
+    # "access": a gateway shows this service's entities no more openly than this service would.
+    return {"subscriptions": describe(), "events": published, "caches": caches, "access": conf.schema_access}
 
 
 async def _federated() -> None:
@@ -55,26 +56,37 @@ def has_service_token(request: HttpRequest) -> bool:
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
-def may_read_schema(request: HttpRequest) -> bool:
-    access = conf.schema_access
+def may_read_schema(request: HttpRequest, access: str | None = None) -> bool:
+    """Whether ``SCHEMA_ACCESS`` (or ``access``: on a gateway, the strictest of its services') lets the
+    requester read ``/__schema`` and ``/__asyncapi``."""
+    access = access or conf.schema_access
     if access == "public" or has_service_token(request):
         return True
     user = getattr(request, "user", None)
     return access == "staff" and bool(user is not None and user.is_active and user.is_staff)
 
 
-def _refused() -> JsonResponse:
+def _refused(access: str) -> JsonResponse:
     needs = {"staff": "a staff user's session or the service token",
-             "token": "the service token ('Authorization: Service <token>')"}[conf.schema_access]
-    return JsonResponse({"detail": f"SCHEMA_ACCESS is {conf.schema_access!r}: this needs {needs}."}, status=403)
+             "token": "the service token ('Authorization: Service <token>')"}[access]
+    where = "" if access == conf.schema_access else " (the strictest SCHEMA_ACCESS of the services behind it)"
+    return JsonResponse({"detail": f"SCHEMA_ACCESS is {access!r}{where}: this needs {needs}."}, status=403)
+
+
+async def _access() -> str:
+    """The access rule of this project's schema: on a gateway, once its services have been read."""
+    await _federated()
+    gateway = get_gateway()
+    return gateway.schema_access() if gateway is not None else conf.schema_access
 
 
 @require_GET
 async def schema(request: HttpRequest) -> JsonResponse:
-    if not await sync_to_async(may_read_schema)(request):
-        return _refused()
-    await _federated()
+    access = await _access()
+    if not await sync_to_async(may_read_schema)(request, access):
+        return _refused(access)
     document = schema_document()
+    document["access"] = access
     gateway = get_gateway()
     if gateway is not None:  # where each federated entity lives, and whether it answers
         served = gateway.describe()
@@ -87,7 +99,7 @@ async def schema(request: HttpRequest) -> JsonResponse:
 async def asyncapi(request: HttpRequest) -> JsonResponse:
     from .asyncapi import document
 
-    if not await sync_to_async(may_read_schema)(request):
-        return _refused()
-    await _federated()
+    access = await _access()
+    if not await sync_to_async(may_read_schema)(request, access):
+        return _refused(access)
     return JsonResponse(document(request.get_host()), json_dumps_params={"indent": 2})

@@ -105,19 +105,22 @@ SUPERGRAPH_MESSAGING = {
 # The gateway tests run this project in three roles: the service owning tests.testapp's entities (the
 # default), a second service (tests.beacon) and a gateway federating both (no entities of its own).
 ROLE = os.environ.get("SGM_TEST_ROLE", "service")
-if os.environ.get("SGM_SERVICE_TOKEN"):
-    SUPERGRAPH_MESSAGING["SERVICE_TOKEN"] = os.environ["SGM_SERVICE_TOKEN"]
+if os.environ.get("SGM_SERVICE_TOKEN"):  # a service's token, or a gateway's {service: token} as JSON
+    token = os.environ["SGM_SERVICE_TOKEN"]
+    SUPERGRAPH_MESSAGING["SERVICE_TOKEN"] = json.loads(token) if token.startswith("{") else token
 if ROLE != "service":
-    INSTALLED_APPS = [app for app in INSTALLED_APPS if app not in ("tests.testapp", "rest_framework.authtoken")]
+    # The gateway authenticates users itself, from the test database's sessions and DRF tokens (the users
+    # the services know too); it has none of the services' code. The beacon has no users.
+    keep = ("rest_framework.authtoken",) if ROLE == "gateway" else ()
+    INSTALLED_APPS = [app for app in INSTALLED_APPS
+                      if app not in ("tests.testapp", "rest_framework.authtoken") or app in keep]
     INSTALLED_APPS += ["tests.beacon"] if ROLE == "beacon" else []
     ROOT_URLCONF = "tests.service_urls"
 if ROLE == "gateway":
     SUPERGRAPH_MESSAGING["GATEWAY_SERVICES"] = json.loads(os.environ["SGM_GATEWAY_SERVICES"])
     SUPERGRAPH_MESSAGING["GATEWAY_REFRESH_INTERVAL"] = float(os.environ.get("SGM_GATEWAY_REFRESH", "30"))
     SUPERGRAPH_MESSAGING["GATEWAY_TIMEOUT"] = 1.0
-    # The gateway keeps no users: a service's session cookie or token is forwarded, never looked up here.
-    SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    SUPERGRAPH_MESSAGING["SCHEMA_ACCESS"] = "public"  # the services' own (staff) is stricter: it applies
 if os.environ.get("SGM_REDIS_URL"):  # a worker subprocess of a test on Sentinel or Cluster (tests/conftest.py)
     SUPERGRAPH_MESSAGING["REDIS_URL"] = os.environ["SGM_REDIS_URL"]
 

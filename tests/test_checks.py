@@ -112,7 +112,8 @@ BAD_VALUES: dict[str, list[object]] = {
     "None or a list of glob patterns": ["*", [3], [""], 3],
     "'pubsub' or 'durable'": ["outbox", None, True],
     "'public', 'staff' or 'token'": ["Public", None, True, "admin"],
-    "a string of at least 32 characters, or None": ["short", 32, b"x" * 40, True],
+    "a string of at least 32 characters, a dict of service name -> such a string (on a gateway), or None": [
+        "short", 32, b"x" * 40, True, {}, {"events": "short"}, {"events": None}, ["x" * 40]],
     "a service name (letters, digits, '.', '_', '-') or None": ["", "a b", 3, "x:y"],
     "a positive integer (seconds)": [0, -1, "ten", None, True, 1.5],
     "True or False": ["no", 1, 0, None, "True"],
@@ -122,9 +123,13 @@ BAD_VALUES: dict[str, list[object]] = {
     "a number of seconds >= 0 (0 or None: only on subscribe)": [-1, "ten", True, float("inf")],
     "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL, or None": [3, "", ["redis://x"]],
     "a dotted path to callable(token) -> user or None, or None": [3, "", ["a.b"]],
-    "None or a dict of service name -> base URL ('http://events:8002')": [
+    "None or a dict of service name -> base URL ('http://events:8002') or {'url': ..., 'entities': [...], "
+    "'channels': [channel prefixes]}": [
         ["http://events:8002"], {"events": "events:8002"}, {"a b": "http://x"}, {"events": "ftp://x"},
-        {"events": 8002}, {"events": "http://x:1/?q=1"}, "http://x"],
+        {"events": 8002}, {"events": "http://x:1/?q=1"}, "http://x", {"events": {"entities": ["E"]}},
+        {"events": {"url": "http://x", "channels": ["*"]}}, {"events": {"url": "http://x", "channels": [""]}},
+        {"events": {"url": "http://x", "channels": ["a.*"]}}, {"events": {"url": "http://x", "entities": "E"}},
+        {"events": {"url": "http://x", "owner": "me"}}],
     "None or a list of origins like 'https://app.example.com:8443'": [
         "https://a.example", ["a.example"], ["https://*.example"], ["https://a.example/path"], ["ws://a:1"],
         ["https://a:notaport"], [3]],
@@ -334,3 +339,16 @@ def test_a_gateway_without_a_service_token_is_an_error() -> None:
     assert "supergraph_messaging.E013" in ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": services})
     assert "supergraph_messaging.E013" not in ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": services,
                                                                        "SERVICE_TOKEN": "s" * 32})
+    two = {**services, "billing": {"url": "http://127.0.0.1:8003", "entities": ["Invoices"], "channels": ["bill."]}}
+    assert "supergraph_messaging.E013" in ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": two,
+                                                                   "SERVICE_TOKEN": {"events": "s" * 32}})
+
+
+def test_a_gateway_that_trusts_too_much_is_warned() -> None:
+    loose = {"events": "http://127.0.0.1:8002", "billing": "http://127.0.0.1:8003"}
+    found = ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": loose, "SERVICE_TOKEN": "s" * 32})
+    assert {"supergraph_messaging.W015", "supergraph_messaging.W016"} <= set(found)  # one token; no namespaces
+    tight = {name: {"url": url, "entities": [name.title()], "channels": [f"{name}."]} for name, url in loose.items()}
+    found = ids(SUPERGRAPH_MESSAGING={"GATEWAY_SERVICES": tight,
+                                      "SERVICE_TOKEN": {"events": "e" * 32, "billing": "b" * 32}})
+    assert not {"supergraph_messaging.W015", "supergraph_messaging.W016", "supergraph_messaging.E013"} & set(found)

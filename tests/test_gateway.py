@@ -1,19 +1,23 @@
 """Gateway mode across real processes: two services and a gateway, each a daphne of its own.
 
-The service (tests.testapp's entities, the test database's users) and the
-beacon (one entity of its own) are separate processes; the gateway has
-neither their code nor their database (an in-memory one, no token table),
-so everything it serves it learned from their ``/__schema`` and everything
-it lets through it was told by their ``/__authorize``.
+The service (tests.testapp's entities) and the beacon (one entity of its
+own) are separate processes; the gateway has none of their code, so
+everything it serves it learned from their ``/__schema``. It authenticates
+its clients itself (the test database's sessions and tokens) and everything
+it lets through it was told by the services' ``/__authorize``, from a signed
+assertion of the user. A third, hostile service (:class:`tests.rogue.Rogue`)
+sits behind the same gateway for tests/security/test_gateway_attacks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,12 +27,14 @@ import websockets
 
 from tests.browser import browser_page  # noqa: F401 - fixture
 from tests.redis_server import RedisServer
+from tests.rogue import Rogue
 from tests.test_asyncapi import node  # noqa: F401 - fixture
 from tests.test_client_js import CLIENT_JS, wait_for
 from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-TOKEN = "gateway-tests-shared-service-token-0123456789"
+TOKENS = {name: f"gateway-tests-{name}-service-token-0123456789" for name in ("tests", "beacon", "rogue")}
+TOKEN = TOKENS["tests"]
 
 
 @dataclass
@@ -37,14 +43,20 @@ class Federation:
     service: Daphne
     beacon: Daphne
     gateway: Daphne
+    rogue: Rogue
+    gateway_log: list[str] = field(default_factory=list)
 
     def start_service(self) -> None:
-        self.service = Daphne(self.redis_port, port=self.service.port, SGM_SERVICE_TOKEN=TOKEN)
+        self.service = Daphne(self.redis_port, port=self.service.port, SGM_SERVICE_TOKEN=TOKENS["tests"])
 
-    def schema(self) -> dict[str, Any]:
-        response = httpx.get(f"http://127.0.0.1:{self.gateway.port}/__schema",
-                             headers={"Authorization": f"Service {TOKEN}"})
+    def schema(self, path: str = "/__schema") -> dict[str, Any]:
+        """The gateway's /__schema as its staff see it (the services' SCHEMA_ACCESS is "staff")."""
+        with ThreadPoolExecutor(1) as thread:  # the ORM, from sync and async tests alike
+            session = thread.submit(staff_session).result()
+        response = httpx.get(f"http://127.0.0.1:{self.gateway.port}{path}", cookies={"sessionid": session})
         assert response.status_code == 200, response.text
+        if path != "/__schema":
+            return response.json()  # type: ignore[no-any-return]
         return {s["entity"]: s for s in response.json()["subscriptions"]}
 
     def connect(self, **headers: str) -> Any:
@@ -52,19 +64,47 @@ class Federation:
                                   origin=websockets.Origin(f"http://127.0.0.1:{self.gateway.port}"),
                                   additional_headers=headers or None)
 
+    def wake(self) -> None:
+        """What a service's start does: every gateway reads every /__schema now."""
+        publish(self.redis_port, "supergraph_messaging.services", {"service": "rogue", "event": "started"})
+
+
+#: What the rogue serves until a test makes it hostile.
+HARMLESS = [{"entity": "RogueThing", "channels": ["rogue.things"], "filters": {}}]
+
 
 @pytest.fixture(scope="module")
 def federation(redis_server: RedisServer) -> Iterator[Federation]:
     """One set of processes for the module (each test leaves every process running, as it found it)."""
-    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN)
-    beacon = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN, SGM_TEST_ROLE="beacon")
-    services = {"tests": f"http://127.0.0.1:{service.port}", "beacon": f"http://127.0.0.1:{beacon.port}"}
-    gateway = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN, SGM_TEST_ROLE="gateway",
+    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKENS["tests"])
+    beacon = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKENS["beacon"], SGM_TEST_ROLE="beacon")
+    rogue = Rogue(HARMLESS)
+    services = {
+        "tests": {"url": f"http://127.0.0.1:{service.port}", "channels": ["camera.", "secret.", "tenant.", "chaos."]},
+        "beacon": {"url": f"http://127.0.0.1:{beacon.port}", "entities": ["Beacon"], "channels": ["beacon."]},
+        "rogue": {"url": rogue.url, "channels": ["rogue."]},
+    }
+    gateway = Daphne(redis_server.port, SGM_SERVICE_TOKEN=json.dumps(TOKENS), SGM_TEST_ROLE="gateway",
                      SGM_GATEWAY_SERVICES=json.dumps(services), SGM_WS_AUTH_RECHECK="0.5")
-    setup = Federation(redis_server.port, service, beacon, gateway)
+    setup = Federation(redis_server.port, service, beacon, gateway, rogue)
+    # The gateway's log, read as it comes (a full stderr pipe would block its event loop).
+    threading.Thread(target=lambda: setup.gateway_log.extend(gateway.proc.stderr or ()), daemon=True).start()
+    httpx.get(f"http://127.0.0.1:{gateway.port}/__schema", timeout=10)  # starts it: it reads every service
     yield setup
     for server in (setup.gateway, setup.service, setup.beacon):
         server.stop()
+    rogue.close()
+
+
+def staff_session() -> str:
+    """A staff user's session (in the test database, which the gateway shares for its users)."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user = User.objects.filter(username="staff").first() or User.objects.create_user("staff", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
 
 
 async def init(ws: Any, **payload: Any) -> None:
@@ -119,7 +159,7 @@ async def test_the_gateway_serves_both_services_with_their_filters_and_their_aut
     async with federation.connect() as anonymous, federation.connect() as by_token, \
             federation.connect(Cookie=f"sessionid={session}") as by_cookie:
         await init(anonymous)
-        await init(by_token, token=token)  # a token the gateway cannot resolve: kept for the services
+        await init(by_token, token=token)  # resolved by the gateway; the service gets an assertion of alice
         await init(by_cookie)
         assert (await subscribe(anonymous, "c", "CameraEvents", {"camera_id__in": [1, 2]}))["type"] == "subscribed"
         assert (await subscribe(anonymous, "b", "Beacon", {"n__gt": 1}, fields=["n"]))["type"] == "subscribed"
@@ -216,7 +256,7 @@ def test_a_service_announces_itself_when_it_starts(redis_server: RedisServer) ->
     pubsub = conn.pubsub()
     pubsub.subscribe("supergraph_messaging.services")
     pubsub.get_message(timeout=1)
-    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKEN)
+    service = Daphne(redis_server.port, SGM_SERVICE_TOKEN=TOKENS["tests"])
     try:
         message = None
         deadline = time.monotonic() + 10
@@ -229,28 +269,37 @@ def test_a_service_announces_itself_when_it_starts(redis_server: RedisServer) ->
         conn.close()
 
 
-def test_what_a_service_describes_is_checked_before_it_is_served(caplog: pytest.LogCaptureFixture) -> None:
+async def test_what_a_service_describes_is_checked_before_it_is_served(caplog: pytest.LogCaptureFixture,
+                                                                      redis_conn: Any) -> None:
+    from supergraph_messaging.conf import ServiceEntry
     from supergraph_messaging.gateway import Gateway, is_remote, remote_class
     from supergraph_messaging.subscriptions import get_subscription, registry
 
     for bad, problem in [({"entity": "X", "channels": []}, "X lists no channels"),
                          ({"entity": "X", "channels": ["x"], "filters": {"n": ["near"]}}, "filters this version"),
+                         ({"entity": "X", "channels": ["x"] * 51}, "51 channels"),
+                         ({"entity": "X", "channels": ["x"], "fields": ["f"] * 501}, "more than 500 fields"),
                          ({"channels": ["x"]}, "no entity"), (["X"], "not an object")]:
         with pytest.raises(ValueError, match=problem):
             remote_class("svc", bad)
-    gateway = Gateway({"svc": "http://127.0.0.1:1"}, TOKEN)
+    gateway = Gateway({"svc": ServiceEntry("http://127.0.0.1:1"), "other": ServiceEntry("http://127.0.0.1:2")})
     service = gateway.services["svc"]
     good = {"entity": "Remote1", "channels": ["r.1"], "filters": {"n": ["gt"]}, "field_types": {"n": ["an integer"]},
             "fields": ["n"], "requires_auth": True}
     try:
-        gateway._install(service, [good, {"entity": "CameraEvents", "channels": ["elsewhere"]}, {"entity": 3}])
+        await gateway._install(service, [good, {"entity": "CameraEvents", "channels": ["elsewhere"]}])
         remote = get_subscription("Remote1")
         assert remote is not None and is_remote(remote) and remote.requires_auth()
         assert remote.field_types == {"n": (int,)} and remote.fields == ["n"]
         local = get_subscription("CameraEvents")
         assert local is not None and not is_remote(local)  # a service cannot take over a local entity
-        assert "already serves" in caplog.text and "ignored" in caplog.text
-        gateway._install(service, [])  # the service dropped it
+        assert "entity CameraEvents is this project's own; refused" in caplog.text
+        # Pinned: another service (unconfigured) can take neither the entity nor its exact channel.
+        await gateway._install(gateway.services["other"], [good, {"entity": "Remote2", "channels": ["r.1"]}])
+        assert gateway.services["other"].entities == {}
+        assert "entity Remote1 belongs to service 'svc'" in caplog.text
+        assert "channel 'r.1' of Remote2 belongs to service 'svc'" in caplog.text
+        await gateway._install(service, [])  # the service dropped it
         assert get_subscription("Remote1") is None
     finally:
         registry[:] = [c for c in registry if not is_remote(c)]
@@ -316,10 +365,7 @@ def test_the_gateway_asyncapi_lists_the_federated_subscriptions_and_validates(
         federation: Federation, node: str) -> None:  # noqa: F811 - the fixture
     from tests.test_asyncapi import parse
 
-    response = httpx.get(f"http://127.0.0.1:{federation.gateway.port}/__asyncapi",
-                         headers={"Authorization": f"Service {TOKEN}"})
-    assert response.status_code == 200, response.text
-    result = parse(node, response.json())
+    result = parse(node, federation.schema("/__asyncapi"))
     assert result["errors"] == [] and result["warnings"] == [], result
     entities = set(federation.schema())
     assert {"Beacon", "CameraEvents", "Secret"} <= entities

@@ -4,8 +4,10 @@ tracking delay, measured across two real processes, with its connection killed m
 from __future__ import annotations
 
 import bisect
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -238,3 +240,77 @@ def test_a_sentinel_failover_keeps_the_copies_coherent() -> None:
             wait_for(lambda: manager.get("k") == 2, timeout=2)
     finally:
         setup.close()
+
+
+class StallingProxy:
+    """A TCP proxy to Redis that can stop passing Redis's bytes to the near cache's tracking connection
+    (the one that sent CLIENT TRACKING), as a network dropping packets would: no error, no close."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.stalled = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            tracking = threading.Event()
+            threading.Thread(target=self._pipe, args=(client, server, tracking, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, tracking, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, tracking: threading.Event, upstream: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if upstream and b"TRACKING" in data:
+                    tracking.set()
+                while not upstream and tracking.is_set() and self.stalled.is_set():
+                    time.sleep(0.005)  # held, not dropped: TCP would deliver it after the stall
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_silently_stalled_invalidation_link_serves_no_copy_past_max_silence(own_redis: RedisServer) -> None:
+    """Behind a link that stops delivering without an error, a copy is served at most MAX_SILENCE after a
+    change (before: until the PING timed out, up to 1.49 s)."""
+    from supergraph_messaging import near
+
+    proxy = StallingProxy(own_redis.port)
+    windows = []
+    try:
+        with override_settings(SUPERGRAPH_MESSAGING={"REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}):
+            reset_clients()
+            manager = CacheManager(prefix="near", local=True)
+            writer = CacheManager(prefix="near")  # the same keys, straight to Redis below
+            direct = own_redis.client()
+            cache = watching()
+            for n in range(3):
+                wait_for(lambda: cache.watching and cache.silence < 0.1, timeout=5)  # the link heard again
+                direct.set(manager.key("item"), f'"v{n}"')
+                time.sleep(0.05)  # its own invalidation arrives first (it would drop the copy read below)
+                wait_for(lambda n=n: manager.get("item") == f"v{n}" and len(cache) == 1, timeout=5)
+                proxy.stalled.set()
+                time.sleep(0.1)
+                changed = time.monotonic()
+                direct.set(writer.key("item"), f'"w{n}"')  # its invalidation is stuck in the proxy
+                while manager.get("item") != f"w{n}":
+                    assert time.monotonic() - changed < 5
+                    time.sleep(0.001)
+                windows.append(time.monotonic() - changed)
+                proxy.stalled.clear()
+    finally:
+        proxy.close()
+        reset_clients()
+    print(f"\nnear cache behind a stalled tracking link: the change was read after "
+          f"{', '.join(f'{w * 1000:.0f}' for w in windows)} ms (MAX_SILENCE {near.MAX_SILENCE * 1000:.0f} ms)")
+    assert min(windows) >= near.MAX_SILENCE - near.IDLE - 0.05  # the stale copy was served: the stall held
+    assert max(windows) <= near.MAX_SILENCE + 0.1

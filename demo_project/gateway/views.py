@@ -27,7 +27,7 @@ async def api(request: HttpRequest, resource: str, rest: str) -> HttpResponse:
         return JsonResponse({"detail": f"No service serves /api/{resource}/."}, status=404)
     if _client is None:
         _client = httpx.AsyncClient(timeout=10)
-    url = f"{settings.SERVICES[service]}/api/{resource}/{rest}"
+    url = f"{settings.SERVICES[service]['url']}/api/{resource}/{rest}"
     try:
         answer = await _client.request(request.method or "GET", url, params=request.GET, content=request.body,
                                        headers={"Content-Type": request.content_type or "application/json"})
