@@ -57,11 +57,11 @@ def group_name(handler: Any) -> str:
     return f"{conf.service_name}.{handler.name}"
 
 
-def consumer_name() -> str:
-    """Stable across restarts (``$SGM_CONSUMER``, else the host name), so a restarted worker finds its
-    own pending entries first and handles them before newer ones: per-channel order survives a crash.
-    Two workers on one host need different names (``messaging_listen --consumer``)."""
-    return os.environ.get("SGM_CONSUMER") or socket.gethostname()
+def consumer_name(given: str | None = None) -> str:
+    """Stable across restarts (``messaging_listen --consumer``, else ``$SGM_CONSUMER``, else the host name),
+    so a restarted worker finds its own pending entries first and handles them before newer ones:
+    per-channel order survives a crash. Two workers on one host need different names."""
+    return given or os.environ.get("SGM_CONSUMER") or socket.gethostname()
 
 
 def dead_letter_key(channel: str) -> str:
@@ -95,9 +95,9 @@ def _block_ms() -> int:
 class GroupConsumer:
     """The consumer-group loops of one worker process."""
 
-    def __init__(self, handlers: dict[str, list[Any]]) -> None:
+    def __init__(self, handlers: dict[str, list[Any]], consumer: str | None = None) -> None:
         self.handlers = handlers
-        self.consumer = consumer_name()
+        self.consumer = consumer_name(consumer)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.handled = 0

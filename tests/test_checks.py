@@ -156,13 +156,27 @@ def test_check_catches_every_bad_value_of_every_setting(name: str, value: object
     assert name in found[0].msg and SETTINGS[name].expected in found[0].msg
 
 
-def test_every_setting_has_a_conf_property_and_a_valid_default() -> None:
-    from supergraph_messaging.conf import SETTINGS, Settings
+def test_every_setting_is_declared_once_with_a_valid_default_and_a_doc() -> None:
+    from supergraph_messaging.conf import SETTINGS, Settings, conf
 
+    conf.clear()
+    assert len(SETTINGS) == len([v for v in vars(Settings).values() if getattr(v, "key", None)]) >= 50
     for name, spec in SETTINGS.items():
         assert spec.valid(spec.default), name
-    properties = {n for n, v in vars(Settings).items() if isinstance(v, property)}
-    assert {n.lower() for n in SETTINGS} - {"redis_url", "cache_alias"} <= properties | {"redis_url"}
+        assert spec.doc and spec.expected, name
+        spec.convert(spec.default)  # the default reads as the declared type
+        assert getattr(Settings, spec.attr) is spec and spec.key == name
+    assert conf.ws_recovery_max == 300 and conf.ws_allowed_origins is None  # typed, converted values
+
+
+def test_the_settings_page_is_generated_from_the_declarations() -> None:
+    """docs/settings.md is ``python -m supergraph_messaging.conf`` output: stale, this fails."""
+    from supergraph_messaging.conf import settings_reference
+    from tests.conftest import ROOT
+
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert page == settings_reference(), (
+        "docs/settings.md is stale: python -m supergraph_messaging.conf > docs/settings.md")
 
 
 def test_a_bad_value_that_slipped_past_check_falls_back_to_the_default(redis_conn: Any, caplog: Any) -> None:

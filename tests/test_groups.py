@@ -29,8 +29,8 @@ def durable() -> Iterator[None]:
 
 
 class Worker:
-    def __init__(self, redis_conn: Any, **env: str) -> None:
-        self.proc = manage("messaging_listen", SGM_DELIVERY="durable", **env)
+    def __init__(self, redis_conn: Any, *args: str, **env: str) -> None:
+        self.proc = manage("messaging_listen", *args, SGM_DELIVERY="durable", **env)
         assert self.proc.stdout is not None
         self.proc.stdout.readline()
         assert "consumer groups" in self.proc.stdout.readline()
@@ -84,6 +84,18 @@ async def test_stop_ends_a_loop_that_lost_its_cancel(redis_conn: Any, durable: N
     assert done, "stop() did not return"
     assert swallowed == [1]
     assert all(loop.done() for loop in loops), "stop() abandoned a consumer loop that was still running"
+
+
+def test_the_consumer_name_is_the_commands_argument(redis_conn: Any, durable: None) -> None:
+    worker = Worker(redis_conn, "--consumer", "worker-a", SGM_CONSUMER="from-the-environment")
+    try:
+        redis_publish("testapp.flaky", {"n": 1})
+        wait_for(lambda: redis_conn.llen("testapp:flaky") == 1, timeout=10)
+    finally:
+        worker.stop()
+    stream = streams.keys("testapp.flaky")[0]
+    group = next(g["name"] for g in redis_conn.xinfo_groups(stream) if g["name"].endswith(b".flaky"))
+    assert [c["name"] for c in redis_conn.xinfo_consumers(stream, group)] == [b"worker-a"]
 
 
 def test_a_failing_event_is_retried_dead_lettered_and_the_rest_goes_on(redis_conn: Any, durable: None) -> None:

@@ -23,7 +23,7 @@ import websockets
 
 from supergraph_messaging import streams
 from tests.redis_server import RedisServer
-from tests.security.test_ws_attacks import rss_mb
+from tests.security.test_ws_attacks import rss_mb, subscribe_witness
 from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -80,11 +80,7 @@ async def test_forced_resumes_stay_bounded_in_memory_and_the_witness_is_served(r
     drain.start()
     try:
         async with server.connect() as witness:
-            await witness.send(json.dumps({"type": "connection_init", "payload": {}}))
-            await witness.recv()
-            await witness.send(json.dumps({"id": "w", "type": "subscribe",
-                                           "payload": {"entity": "CameraEvents", "filters": {"camera_id": 0}}}))
-            assert json.loads(await witness.recv())["type"] == "subscribed"
+            await subscribe_witness(witness)
             await asyncio.sleep(0.5)
             baseline = rss_mb(server.proc.pid)
             latencies: list[float] = []

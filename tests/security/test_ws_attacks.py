@@ -38,6 +38,15 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+async def subscribe_witness(ws: Any) -> None:
+    """A well-behaved client: subscribed to camera 0's events, whose latency the attack tests measure."""
+    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+    await ws.recv()
+    await ws.send(json.dumps({"id": "w", "type": "subscribe",
+                              "payload": {"entity": "CameraEvents", "filters": {"camera_id": 0}}}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+
+
 async def non_reading_client(server: Daphne, subscriptions: int, fields: list[str] | None = None) -> Any:
     """A client with a 4 KB receive buffer that stops reading after its subscriptions are answered."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -67,11 +76,7 @@ async def test_memory_stays_bounded_and_the_witness_is_served(redis_server: Redi
     attackers: list[Any] = []
     try:
         async with server.connect() as witness:
-            await witness.send(json.dumps({"type": "connection_init", "payload": {}}))
-            await witness.recv()
-            await witness.send(json.dumps({"id": "w", "type": "subscribe",
-                                           "payload": {"entity": "CameraEvents", "filters": {"camera_id": 0}}}))
-            assert json.loads(await witness.recv())["type"] == "subscribed"
+            await subscribe_witness(witness)
             baseline = rss_mb(server.proc.pid)
             latencies: list[float] = []
             peak = baseline

@@ -59,8 +59,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--consumer", default=None,
-                            help="This worker's name in its consumer groups (durable delivery; default: the "
-                                 "host name). Give each worker on one host its own.")
+                            help="This worker's name in its consumer groups (durable delivery; default: "
+                                 "$SGM_CONSUMER, else the host name). Give each worker on one host its own.")
         roles = parser.add_mutually_exclusive_group()
         roles.add_argument("--no-relay", action="store_true",
                            help="Durable delivery: run the handlers only; another process relays the outbox.")
@@ -69,8 +69,6 @@ class Command(BaseCommand):
                                 "at a time; others stand by).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options.get("consumer"):
-            os.environ["SGM_CONSUMER"] = options["consumer"]
         if options.get("relay_only"):
             if not conf.durable:
                 raise CommandError("--relay-only needs DELIVERY = 'durable': there is no outbox to relay.")
@@ -86,7 +84,7 @@ class Command(BaseCommand):
         self.stdout.write("Listening on: " + (", ".join(sorted(channels)) or "(nothing yet)"))
         durable = None
         if conf.durable:
-            durable = GroupConsumer(subscriber.take_exact_handlers())
+            durable = GroupConsumer(subscriber.take_exact_handlers(), consumer=options.get("consumer"))
             self.stdout.write(f"Durable (SERVICE_NAME={conf.service_name!r}): consumer groups for "
                               f"{', '.join(sorted(durable.handlers)) or 'nothing'}"
                               f"{'' if options.get('no_relay') else '; relaying the outbox'}.")
