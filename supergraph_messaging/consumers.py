@@ -573,7 +573,7 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         has arrived: its own for a filled channel, the channel's current one
         for the others.
         """
-        replay: list[tuple[str, Position, Any]] = []
+        replay: list[tuple[str, Position, str]] = []  # encoded at once: the decoded events are not kept
         unfilled: list[str] = []
         conn = get_redis_client().aredis
         prefilter = raw_prefilter(route.conditions)
@@ -586,7 +586,8 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 continue
             budget -= found.bytes_read
             positions[channel] = position
-            replay += [(channel, pos, data) for pos, data in found.events if route.matches(data)]
+            replay += [(channel, pos, _projected(route, data)) for pos, data in found.events if route.matches(data)]
+            del found
         read = conf.ws_recovery_max_bytes - budget
         if read and not self._charge(read / RECOVERY_BYTES_PER_MESSAGE):
             self.abort(TOO_MANY)  # reading history is work the client asked for: it costs like messages
@@ -598,11 +599,8 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if unfilled:
             self.gap(route, "unrecoverable")
         last: dict[str, int] = {}
-        for channel, position, data in replay:
-            projected = data
-            if route.fields is not None and isinstance(data, dict):
-                projected = {f: data[f] for f in route.fields if f in data}
-            self._next(route, channel, dumps(projected).decode(), position)
+        for channel, position, data_json in replay:
+            self._next(route, channel, data_json, position)
             last[channel] = position[0]
         self._release(route, last)
 
@@ -633,6 +631,13 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             await gateway.ready()  # the first client of a new gateway: its services' entities are on their way
             found = get_subscription(entity)
         return found
+
+
+def _projected(route: Route, data: Any) -> str:
+    """An event as a subscription sends it: only its ``fields`` when it asked for some, encoded."""
+    if route.fields is not None and isinstance(data, dict):
+        data = {f: data[f] for f in route.fields if f in data}
+    return dumps(data).decode()
 
 
 def _positions_payload(positions: dict[str, Position]) -> dict[str, dict[str, Any]]:

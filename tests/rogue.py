@@ -1,7 +1,8 @@
 """A hostile service for the gateway tests: a real HTTP server whose /__schema says what a test wants.
 
 It answers ``GET /__schema`` with :attr:`Rogue.schema` (trickled
-:attr:`Rogue.trickle` seconds per byte if set) and ``POST /__authorize`` with
+:attr:`Rogue.trickle` seconds per byte if set, padded differently each time
+if :attr:`Rogue.vary`) and ``POST /__authorize`` with
 "allowed", recording every request it gets (headers and body): what a
 compromised service behind a gateway would see.
 """
@@ -22,6 +23,7 @@ class Rogue:
         self.port = free_port()
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.trickle = 0.0
+        self.vary = False
         self.set(entities, access)
         rogue = self
 
@@ -38,6 +40,8 @@ class Rogue:
             def do_GET(self) -> None:
                 self._record()
                 body = rogue.schema
+                if rogue.vary:  # a different body every time: the gateway cannot skip parsing it
+                    body += b" " * (len(rogue.requests) % 64)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
