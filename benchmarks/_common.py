@@ -13,7 +13,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 
 def start_redis() -> RedisServer:
@@ -65,7 +65,7 @@ def setup_test_project(server: RedisServer, database: str = "sqlite") -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
         atexit.register(lambda: admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         os.environ["SGM_TEST_PG_DB"] = name
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.support.settings"
     os.chdir(ROOT)
     import django
 

@@ -243,7 +243,7 @@ def commit_to_handler(delivery: str, rate: int = 200, seconds: float = 10.0, run
     conf.clear()
     reset_clients()
     env = {**os.environ, "SGM_TEST_REDIS_PORT": str(server.port), "SGM_DELIVERY": delivery,
-           "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+           "DJANGO_SETTINGS_MODULE": "tests.support.settings", "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "messaging_listen"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     conn = server.client()

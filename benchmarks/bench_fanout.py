@@ -51,14 +51,14 @@ def wait_port(port: int) -> None:
 
 
 def start_server(kind: str, redis_port: int) -> tuple[subprocess.Popen[bytes], int]:
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'benchmarks'}", SGM_TEST_REDIS_PORT=str(redis_port),
                BENCH_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", SGM_TEST_DB_NAME="/tmp/sgm-bench-fanout.sqlite3")
-    app = "tests.asgi:application" if kind == "ours" else "baseline_app:application"
+    app = "tests.support.asgi:application" if kind == "ours" else "baseline_app:application"
     if kind == "ours":
-        env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+        env["DJANGO_SETTINGS_MODULE"] = "tests.support.settings"
     log = open(f"/tmp/sgm-bench-fanout-{kind}.log", "a")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)

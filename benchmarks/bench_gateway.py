@@ -30,14 +30,14 @@ CLIENT_PROCESSES = 2
 
 
 def start(redis_port: int, role: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     port = free_port()
     full = dict(os.environ, PYTHONPATH=str(ROOT), SGM_TEST_REDIS_PORT=str(redis_port), SGM_SERVICE_TOKEN=TOKEN,
                 SGM_TEST_ROLE=role, SGM_TEST_DB_NAME="/tmp/sgm-bench-gateway.sqlite3",
-                DJANGO_SETTINGS_MODULE="tests.settings", **env)
+                DJANGO_SETTINGS_MODULE="tests.support.settings", **env)
     log = open(f"/tmp/sgm-bench-gateway-{role}.log", "a")  # noqa: SIM115 - lives as long as the server
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.asgi:application"]
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.support.asgi:application"]
     proc = subprocess.Popen(command, cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port)
     return proc, port

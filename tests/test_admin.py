@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 
 from tests.conftest import EventCollector
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("topology")]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from tests.browser import browser_page, shot  # noqa: F401 - fixture
+from tests.support.browser import browser_page, shot  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

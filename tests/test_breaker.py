@@ -12,7 +12,7 @@ from django.test import override_settings
 from supergraph_messaging import redis_cache
 from supergraph_messaging.connection import get_redis_client
 from supergraph_messaging.exceptions import RedisUnavailable
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 def _outage_warnings(caplog: pytest.LogCaptureFixture) -> int:

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from supergraph_messaging import CacheManager, RedisUnavailable
 from tests.conftest import lease
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.usefixtures("topology")
 

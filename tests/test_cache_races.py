@@ -167,7 +167,7 @@ async def test_stampede_tasks_compute_once(redis_conn: Any) -> None:
 def test_stampede_two_processes_compute_once(redis_conn: Any) -> None:
     start_at = time.time() + 3.0
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.stampede_worker", str(start_at)],
+        subprocess.Popen([sys.executable, "-m", "tests.support.stampede_worker", str(start_at)],
                          cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]

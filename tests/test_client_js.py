@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.browser import browser_page  # noqa: F401 - fixture
-from tests.redis_server import RedisServer
+from tests.support.browser import browser_page  # noqa: F401 - fixture
+from tests.support.redis_server import RedisServer
 from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -18,7 +18,7 @@ from supergraph_messaging.exceptions import MessagingError
 from supergraph_messaging.keys import key_slot, lease_key
 from supergraph_messaging.topology import parse_cluster
 from tests.conftest import pointed_at, topology_setup
-from tests.topologies import ClusterSetup
+from tests.support.topologies import ClusterSetup
 
 
 def test_cluster_urls_parse_and_a_database_number_is_refused() -> None:
@@ -144,7 +144,7 @@ def test_publishes_of_new_clients_all_enter_at_one_node(cluster: ClusterSetup) -
 
 def test_a_cluster_nobody_answers_is_redis_unavailable_and_the_decorator_fails_open() -> None:
     from supergraph_messaging.exceptions import RedisUnavailable
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     @redis_cache(key="down:{n}")

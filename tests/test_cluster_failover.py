@@ -16,7 +16,7 @@ from supergraph_messaging import CacheManager, connection, redis_cache, redis_pu
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.signals import reconnected
 from tests.conftest import EventCollector, pointed_at
-from tests.topologies import ClusterSetup, server_version
+from tests.support.topologies import ClusterSetup, server_version
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from django.test import override_settings
 from supergraph_messaging import get_redis_client, init_redis
 from supergraph_messaging.connection import mask_url
 from supergraph_messaging.exceptions import MessagingError, RedisUnavailable
-from tests.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 
 def test_mask_url_hides_password() -> None:
@@ -70,7 +70,7 @@ def test_unix_socket_url(tmp_path: Any) -> None:
     import subprocess
     import time
 
-    from tests.redis_server import redis_server_binary
+    from tests.support.redis_server import redis_server_binary
 
     sock = tmp_path / "r.sock"
     proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(sock),

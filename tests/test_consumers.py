@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from supergraph_messaging import aredis_publish
 from supergraph_messaging.hub import get_hub
-from tests.asgi import application
+from tests.support.asgi import application
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery", "topology")]
 ORIGIN = (b"origin", b"http://testserver")

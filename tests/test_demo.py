@@ -26,9 +26,9 @@ import pytest
 import redis
 import websockets
 
-from tests.browser import browser_page, shot  # noqa: F401 - fixture
 from tests.conftest import ROOT
-from tests.redis_server import free_port
+from tests.support.browser import browser_page, shot  # noqa: F401 - fixture
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 

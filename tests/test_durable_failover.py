@@ -28,8 +28,8 @@ from supergraph_messaging.keys import key_slot
 from supergraph_messaging.models import OutboxEvent
 from supergraph_messaging.outbox import backlog
 from tests.conftest import RelayThread, pointed_at, wait_for
+from tests.support.topologies import SERVICE, ClusterSetup, SentinelSetup, server_version
 from tests.test_cluster_failover import took_over
-from tests.topologies import SERVICE, ClusterSetup, SentinelSetup, server_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -212,7 +212,7 @@ def tls_redis(tmp_path: Any) -> Iterator[tuple[Any, str]]:
     """A redis-server with a TLS port besides its plain one (a self-signed certificate made here)."""
     import subprocess
 
-    from tests.redis_server import RedisServer, free_port
+    from tests.support.redis_server import RedisServer, free_port
 
     cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",

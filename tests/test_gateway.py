@@ -5,7 +5,7 @@ own) are separate processes; the gateway has none of their code, so
 everything it serves it learned from their ``/__schema``. It authenticates
 its clients itself (the test database's sessions and tokens) and everything
 it lets through it was told by the services' ``/__authorize``, from a signed
-assertion of the user. A third, hostile service (:class:`tests.rogue.Rogue`)
+assertion of the user. A third, hostile service (:class:`tests.support.rogue.Rogue`)
 sits behind the same gateway for tests/security/test_gateway_attacks.py.
 """
 
@@ -25,9 +25,9 @@ import pytest
 import redis
 import websockets
 
-from tests.browser import browser_page  # noqa: F401 - fixture
-from tests.redis_server import RedisServer
-from tests.rogue import Rogue
+from tests.support.browser import browser_page  # noqa: F401 - fixture
+from tests.support.redis_server import RedisServer
+from tests.support.rogue import Rogue
 from tests.test_asyncapi import node  # noqa: F401 - fixture
 from tests.test_client_js import CLIENT_JS, wait_for
 from tests.test_ws_e2e import Daphne

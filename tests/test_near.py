@@ -19,7 +19,7 @@ from supergraph_messaging import CacheManager, get_redis_client, redis_cache
 from supergraph_messaging.connection import reset_clients
 from supergraph_messaging.near import near_cache
 from tests.conftest import ROOT, subprocess_env, wait_for
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 #: A read that starts this long after a change was acknowledged must see it. The tracking delay is an
 #: invalidation crossing Redis and a socket, then waiting for the reader's GIL (Python switches threads
@@ -148,7 +148,7 @@ def test_two_processes_never_read_an_old_value_after_the_tracking_delay(app_on: 
     process reads through its near cache in a loop; the tracking connection is killed twice mid-run. The
     checker replays what was acknowledged when, and counts reads that returned something older than a
     change acknowledged more than BOUND before the read began."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.near_reader"], cwd=ROOT, stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.near_reader"], cwd=ROOT, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=subprocess_env(SGM_REDIS_URL=app_on.url))
     assert proc.stdout is not None and proc.stdin is not None
@@ -221,7 +221,7 @@ def test_a_sentinel_failover_keeps_the_copies_coherent() -> None:
     """SENTINEL FAILOVER: the near cache drops its copies and subscribes on the new primary, where the next
     write by another client reaches it."""
     from tests.conftest import pointed_at
-    from tests.topologies import SERVICE, SentinelSetup, server_version
+    from tests.support.topologies import SERVICE, SentinelSetup, server_version
 
     if server_version() < (7, 0):
         pytest.skip("the Sentinel harness needs redis-server >= 7")

@@ -19,7 +19,7 @@ from supergraph_messaging.exceptions import NotReplicated, RedisUnavailable
 from supergraph_messaging.models import OutboxEvent
 from supergraph_messaging.outbox import backlog, relay, relay_all
 from tests.conftest import EventCollector, manage, wait_for
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DURABLE = {"DELIVERY": "durable", "SERVICE_NAME": "tests", "ADMIN_KEY_PATTERNS": ["*"]}

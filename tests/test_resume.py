@@ -14,7 +14,7 @@ from django.test import override_settings
 from supergraph_messaging import aredis_publish, recovery, serialization, streams, subscriptions
 from supergraph_messaging.connection import get_redis_client
 from supergraph_messaging.hub import get_hub
-from tests.asgi import application
+from tests.support.asgi import application
 from tests.testapp.subscriptions import CameraEventsSubscription as CameraEvents
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from supergraph_messaging import CacheManager, RedisSubscriber, get_redis_client
 from supergraph_messaging.checks import check_settings
 from supergraph_messaging.exceptions import MessagingError
 from supergraph_messaging.topology import mask, parse_sentinel
-from tests.topologies import SERVICE, SentinelSetup
+from tests.support.topologies import SERVICE, SentinelSetup
 
 
 def test_sentinel_urls_parse_and_mask() -> None:
@@ -97,7 +97,7 @@ def test_unreachable_sentinels_are_redis_unavailable_naming_the_url() -> None:
     import time
 
     from supergraph_messaging.exceptions import RedisUnavailable
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     url = f"redis+sentinel://app:secret@127.0.0.1:{free_port()}/{SERVICE}"
     start = time.monotonic()

@@ -18,8 +18,8 @@ from supergraph_messaging.events import flush_events
 from supergraph_messaging.keys import key_slot
 from supergraph_messaging.signals import reconnected
 from tests.conftest import EventCollector, RelayThread, pointed_at, topology_setup, wait_for
+from tests.support.topologies import ClusterSetup, server_version
 from tests.test_cluster_failover import took_over
-from tests.topologies import ClusterSetup, server_version
 
 SHARDED = {**settings.SUPERGRAPH_MESSAGING, "SHARDED_CHANNELS": ["shard*", "only.*", "leave.*", "failover.shard.*"]}
 

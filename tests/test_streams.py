@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from supergraph_messaging import streams
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 def test_append_assigns_offsets_splices_position_and_is_idempotent(redis_conn: Any) -> None:

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from supergraph_messaging.events import counters, flush_events
 from tests.conftest import EventCollector, wait_for
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 from tests.testapp.models import Camera, CameraModel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("delivery")]

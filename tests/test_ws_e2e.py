@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from tests.conftest import ROOT, subprocess_env
-from tests.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -24,7 +24,7 @@ class Daphne:
     def __init__(self, redis_port: int, port: int | None = None, **env: str) -> None:
         self.port = port or free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.support.asgi:application"],
             cwd=ROOT, env=subprocess_env(SGM_TEST_REDIS_PORT=str(redis_port), **env),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from supergraph_messaging import aredis_publish
 from supergraph_messaging.hub import get_hub
-from tests.asgi import application
+from tests.support.asgi import application
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -28,7 +28,7 @@ import urllib.request
 from typing import Any
 
 from tests.conftest import ROOT
-from tests.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 ROWS = 50
 WRITERS = 8
@@ -92,7 +92,7 @@ class Database:
 def process_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SGM_TEST_DB_NAME", None)
-    env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+    env.update({"DJANGO_SETTINGS_MODULE": "tests.support.settings", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
                 **extra})
     return env
 
@@ -119,7 +119,7 @@ class Processes:
     def start(self, name: str) -> None:
         manage = str(ROOT / "manage.py")
         if name == "web":
-            self._spawn(name, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application")
+            self._spawn(name, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.support.asgi:application")
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 with contextlib.suppress(OSError):

@@ -33,7 +33,7 @@ import redis
 
 from supergraph_messaging import streams
 from tests.durability.harness import ROWS, Clients, Database, Processes
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

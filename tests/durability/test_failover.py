@@ -1,6 +1,6 @@
 """Sentinel failovers under a running daphne, relay and worker, counted at the process level.
 
-Topology: a primary, a replica and three sentinels (:class:`tests.topologies.SentinelSetup`); every
+Topology: a primary, a replica and three sentinels (:class:`tests.support.topologies.SentinelSetup`); every
 process is given the ``redis+sentinel://`` URL. Workload: a writer thread commits a row's next version
 through daphne's ``POST /chaos/rows/<row>/`` every 20 ms, throughout. Faults: ``SENTINEL FAILOVER``
 (each waits until the demoted primary replicates the new one, so the next can run) and kill -9 of the
@@ -36,8 +36,8 @@ from supergraph_messaging import streams
 from supergraph_messaging.keys import full_channel
 from tests.durability.harness import Database, Processes
 from tests.durability.test_outage import SocketCounter
-from tests.redis_server import RedisServer
-from tests.topologies import SERVICE, SentinelSetup, server_version
+from tests.support.redis_server import RedisServer
+from tests.support.topologies import SERVICE, SentinelSetup, server_version
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import pytest
 from supergraph_messaging import streams
 from tests.conftest import ROOT
 from tests.durability.harness import Database, Processes, process_env
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 BURSTS, SIZE = 5, 10_000

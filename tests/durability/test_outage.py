@@ -27,7 +27,7 @@ import redis
 
 from supergraph_messaging.keys import full_channel
 from tests.durability.harness import Database, Processes
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from supergraph_messaging import streams
 from tests.durability.harness import Database, Processes
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

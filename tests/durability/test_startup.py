@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from supergraph_messaging import redis_publish
 from tests.conftest import manage, pointed_at
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

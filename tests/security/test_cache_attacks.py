@@ -11,7 +11,7 @@ import pytest
 from django.test import override_settings
 
 from supergraph_messaging import CacheManager, redis_cache
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

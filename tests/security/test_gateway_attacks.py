@@ -1,7 +1,7 @@
 """A rogue or compromised service behind the gateway (issue 26, attacks 2, 6 and 10).
 
 The federation of tests/test_gateway.py: the service, the beacon and a
-gateway, each a daphne of its own, plus :class:`tests.rogue.Rogue`, an HTTP
+gateway, each a daphne of its own, plus :class:`tests.support.rogue.Rogue`, an HTTP
 server listed in ``GATEWAY_SERVICES`` with the channel prefix ``rogue.``
 whose ``/__schema`` each test rewrites. Before: the rogue took
 ``TenantEvents`` (a gateway client received tenants 1, 2 and 3), had the

@@ -13,8 +13,8 @@ from django.test import override_settings
 
 from supergraph_messaging import redis_publish
 from supergraph_messaging.hub import get_hub
-from tests.asgi import application
 from tests.conftest import manage, wait_for
+from tests.support.asgi import application
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

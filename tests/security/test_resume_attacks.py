@@ -22,8 +22,8 @@ import pytest
 import websockets
 
 from supergraph_messaging import streams
-from tests.redis_server import RedisServer
 from tests.security.test_ws_attacks import rss_mb, subscribe_witness
+from tests.support.redis_server import RedisServer
 from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import manage, wait_for
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.support.redis_server import RedisServer, free_port, redis_server_binary
 
 SERVICE = "sgmprimary"
 

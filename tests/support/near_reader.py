@@ -13,7 +13,7 @@ import time
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.support.settings")
 django.setup()
 
 from supergraph_messaging import CacheManager, get_redis_client  # noqa: E402

@@ -1,4 +1,4 @@
-"""Settings for the test suite: a real Redis (started by tests.redis_server) and SQLite."""
+"""Settings for the test suite: a real Redis (started by tests.support.redis_server) and SQLite."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from tests.redis_server import session_port
+from tests.support.redis_server import session_port
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
@@ -41,8 +41,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
-ROOT_URLCONF = "tests.urls"
-ASGI_APPLICATION = "tests.asgi.application"
+ROOT_URLCONF = "tests.support.urls"
+ASGI_APPLICATION = "tests.support.asgi.application"
 
 TEMPLATES = [
     {
@@ -115,7 +115,7 @@ if ROLE != "service":
     INSTALLED_APPS = [app for app in INSTALLED_APPS
                       if app not in ("tests.testapp", "rest_framework.authtoken") or app in keep]
     INSTALLED_APPS += ["tests.beacon"] if ROLE == "beacon" else []
-    ROOT_URLCONF = "tests.service_urls"
+    ROOT_URLCONF = "tests.support.service_urls"
 if ROLE == "gateway":
     SUPERGRAPH_MESSAGING["GATEWAY_SERVICES"] = json.loads(os.environ["SGM_GATEWAY_SERVICES"])
     SUPERGRAPH_MESSAGING["GATEWAY_REFRESH_INTERVAL"] = float(os.environ.get("SGM_GATEWAY_REFRESH", "30"))

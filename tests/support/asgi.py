@@ -3,7 +3,7 @@ import os
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.support.settings")
 django_asgi_app = get_asgi_application()
 
 from supergraph_messaging.routing import websocket_urlpatterns  # noqa: E402

@@ -1,6 +1,6 @@
 """Real ``redis-server`` processes for the tests, on free loopback ports.
 
-A pytest plugin (loaded with ``-p tests.redis_server``). Tests never touch
+A pytest plugin (loaded with ``-p tests.support.redis_server``). Tests never touch
 the machine's shared Redis on 6379: every server here is our own child
 process, so fault tests can stop, kill and restart it freely.
 """

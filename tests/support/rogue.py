@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 
 class Rogue:
