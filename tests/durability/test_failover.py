@@ -168,12 +168,18 @@ class Sentinels:
 
     def failover(self) -> None:
         old = self.primary_port()
+        # A failover needs a replica the sentinels list as healthy; they learn of one from INFO every 10 s, so
+        # right after an earlier test restarted a node the first FAILOVER was refused for longer than the
+        # retries below lasted, and the test waited for a switch that was never started (1 run in 4 CIs).
+        self._await_replica(next(n.port for n in (self.setup.primary, self.setup.replica) if n.port != old))
         self.began.append(time.monotonic())
-        for _attempt in range(50):  # refused while the sentinels still settle the previous one
+        deadline = time.monotonic() + 30
+        while True:
             try:
                 self.setup._sentinel(self.setup.ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
                 break
-            except redis.ResponseError:
+            except redis.ResponseError as exc:  # refused while the sentinels still settle the previous one
+                assert time.monotonic() < deadline, f"SENTINEL FAILOVER refused for 30 s: {exc}"
                 time.sleep(0.2)
         self._await_switch(old)
         self._await_replica(old)
