@@ -577,18 +577,17 @@ class SubscriptionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         unfilled: list[str] = []
         conn = get_redis_client().aredis
         prefilter = raw_prefilter(route.conditions)
-        budget = conf.ws_recovery_max_bytes
+        read = 0  # payload bytes, over every channel: WS_RECOVERY_MAX_BYTES bounds them all
         for channel in route.channels:
             position = since.get(channel)
-            found = await fill(conn, channel, position, conf.ws_recovery_max, budget, prefilter)
+            found = await fill(conn, channel, position, conf.ws_recovery_max, conf.ws_recovery_max_bytes - read,
+                               prefilter)
             if found is None or position is None:
                 unfilled.append(channel)
                 continue
-            budget -= found.bytes_read
+            read += found.bytes_read
             positions[channel] = position
             replay += [(channel, pos, _projected(route, data)) for pos, data in found.events if route.matches(data)]
-            del found
-        read = conf.ws_recovery_max_bytes - budget
         if read and not self._charge(read / RECOVERY_BYTES_PER_MESSAGE):
             self.abort(TOO_MANY)  # reading history is work the client asked for: it costs like messages
             return

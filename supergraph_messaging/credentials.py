@@ -33,9 +33,6 @@ logger = logging.getLogger("supergraph_messaging.auth")
 #: Where a logout is announced to every process's hub (a digest of the session key, never the key).
 SESSION_ENDED_CHANNEL = "sgm.session.ended"
 
-#: ``Authorization`` schemes whose credential is a token for :func:`authenticate_token`.
-TOKEN_SCHEMES = ("Token", "Bearer")
-
 
 async def authenticate_token(token: str) -> Any:
     """Resolve ``connection_init.payload.token`` to a user, or ``None``.

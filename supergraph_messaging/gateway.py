@@ -47,7 +47,7 @@ from .connection import REDIS_ERRORS
 from .credentials import sign_assertion
 from .exceptions import RedisUnavailable
 from .hub import Route, get_hub
-from .keys import is_glob
+from .keys import glob_head, is_glob
 from .recovery import Position
 from .subscriptions import JSON_TYPES, OPERATORS, Refused, Subscription, get_subscription, registry
 
@@ -373,7 +373,7 @@ class Gateway:
         if local is not None and not is_remote(local):
             return f"entity {entity} is this project's own"
         for channel in spec["channels"]:
-            head = _literal_head(channel)
+            head = glob_head(channel)
             if not head:
                 return f"channel {channel!r} of {entity} would match every channel"
             others = [(name, prefix) for name, s in self.services.items() if name != service.name
@@ -479,14 +479,6 @@ class Gateway:
             get_hub().remove(self.notices)
         if self.client is not None:
             await self.client.aclose()
-
-
-def _literal_head(channel: str) -> str:
-    """The part of a channel before its first glob character: what every channel it matches starts with."""
-    for i, char in enumerate(channel):
-        if char in "*?[\\":
-            return channel[:i]
-    return channel
 
 
 def parse_schema(body: bytes, max_entities: int) -> tuple[list[dict[str, Any]], str, list[str]] | str:

@@ -122,6 +122,14 @@ def is_glob(channel: str) -> bool:
     return any(c in channel for c in "*?[")
 
 
+def glob_head(pattern: str) -> str:
+    """The part of a glob before its first special character: what every channel it matches starts with."""
+    for i, char in enumerate(pattern):
+        if char in "*?[\\":
+            return pattern[:i]
+    return pattern
+
+
 def is_sharded(channel: str) -> bool:
     """An exact channel that ``SHARDED_CHANNELS`` puts on sharded Pub/Sub (when on a Cluster)."""
     patterns = conf.sharded_channels

@@ -102,10 +102,10 @@ async def missed(conn: Any, channel: str, position: Position, limit: int, max_by
     out: list[tuple[Position, Any]] = []
     read = 0
     start = offset + 1
+    page = _UNSIZED_PAGE if size is None else max(1, PAGE_BYTES * (last_offset - offset) // max(size, 1))
     while start <= last_offset:
-        wanted = last_offset - start + 1
-        count = _UNSIZED_PAGE if size is None else max(1, PAGE_BYTES * (last_offset - offset) // max(size, 1))
-        entries = await conn.xrange(stream, min=f"{start}-0", max=f"{last_offset}-0", count=min(count, wanted))
+        entries = await conn.xrange(stream, min=f"{start}-0", max=f"{last_offset}-0",
+                                    count=min(page, last_offset - start + 1))
         if not entries or _offset(entries[0][0]) != start:
             return None  # trimmed while being read
         for entry_id, fields in entries:

@@ -36,8 +36,7 @@ def schema_document() -> dict[str, Any]:
         {"template": r.template.template, "invalidate_on": list(r.channels), "kind": r.kind}
         for r in invalidation.templates
     ]
-    # "access": a gateway shows this service's entities no more openly than this service would.
-    return {"subscriptions": describe(), "events": published, "caches": caches, "access": conf.schema_access}
+    return {"subscriptions": describe(), "events": published, "caches": caches}
 
 
 async def _federated() -> None:
@@ -86,7 +85,7 @@ async def schema(request: HttpRequest) -> JsonResponse:
     if not await sync_to_async(may_read_schema)(request, access):
         return _refused(access)
     document = schema_document()
-    document["access"] = access
+    document["access"] = access  # a gateway shows this service's entities no more openly than this would
     gateway = get_gateway()
     if gateway is not None:  # where each federated entity lives, and whether it answers
         served = gateway.describe()

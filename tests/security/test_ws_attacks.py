@@ -246,6 +246,18 @@ async def test_rate_is_counted_on_arrival_not_processing(hub: None, monkeypatch:
     await comm.disconnect()
 
 
+async def subscribed_to_secret(session_id: str) -> WebsocketCommunicator:
+    """A connection with this session, subscribed as ``s`` to Secret (which needs a logged-in user)."""
+    headers = [ORIGIN, (b"cookie", f"sessionid={session_id}".encode())]
+    comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "connection_init", "payload": {}})
+    assert (await comm.receive_json_from())["type"] == "connection_ack"
+    await comm.send_json_to({"id": "s", "type": "subscribe", "payload": {"entity": "Secret"}})
+    assert (await comm.receive_json_from())["type"] == "subscribed"
+    return comm
+
+
 @pytest.mark.parametrize("how", ["logout", "deactivate"])
 async def test_access_ends_at_logout_or_deactivation(hub: None, how: str) -> None:
     from django.contrib.auth.models import User
@@ -258,14 +270,8 @@ async def test_access_ends_at_logout_or_deactivation(hub: None, how: str) -> Non
         return client.cookies["sessionid"].value, user
 
     session_id, user = await sync_to_async(login)()
-    headers = [ORIGIN, (b"cookie", f"sessionid={session_id}".encode())]
     with override_settings(SUPERGRAPH_MESSAGING={"WS_AUTH_RECHECK_INTERVAL": 0.2}):
-        comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
-        assert (await comm.connect())[0]
-        await comm.send_json_to({"type": "connection_init", "payload": {}})
-        assert (await comm.receive_json_from())["type"] == "connection_ack"
-        await comm.send_json_to({"id": "s", "type": "subscribe", "payload": {"entity": "Secret"}})
-        assert (await comm.receive_json_from())["type"] == "subscribed"
+        comm = await subscribed_to_secret(session_id)
         if how == "logout":
             from django.contrib.sessions.models import Session
 
@@ -298,13 +304,7 @@ async def test_logout_ends_the_sessions_subscriptions_within_a_second(hub: None)
         return client, client.cookies["sessionid"].value
 
     client, session_id = await sync_to_async(login)()
-    headers = [ORIGIN, (b"cookie", f"sessionid={session_id}".encode())]
-    comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
-    assert (await comm.connect())[0]
-    await comm.send_json_to({"type": "connection_init", "payload": {}})
-    assert (await comm.receive_json_from())["type"] == "connection_ack"
-    await comm.send_json_to({"id": "s", "type": "subscribe", "payload": {"entity": "Secret"}})
-    assert (await comm.receive_json_from())["type"] == "subscribed"
+    comm = await subscribed_to_secret(session_id)
     started = time.monotonic()
     await sync_to_async(client.logout)()  # user_logged_out, in this process as it would be in another
     ended = await comm.receive_json_from(timeout=1)
