@@ -15,7 +15,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# The official AsyncAPI parser (Node), which tests/test_asyncapi.py runs on /__asyncapi.
+# The official AsyncAPI parser (Node), which tests/gateway/test_asyncapi.py runs on /__asyncapi.
 NODE_STAMP := tests/asyncapi/node_modules/.installed
 $(NODE_STAMP): tests/asyncapi/package-lock.json
 	cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error
@@ -33,9 +33,10 @@ test-matrix: $(STAMP) $(NODE_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mkdocs build --strict --site-dir .site  # not --quiet: it hides the warnings strict counts
 
 # Serial by default. PYTEST_ARGS="-n 2 --dist loadfile" runs two pytest-xdist workers, each with its own Redis
-# servers (README, "Running the suite").
+# servers (docs/development.md, "Running the suite").
 PYTEST_ARGS ?=
 
 test: lint $(NODE_STAMP)
@@ -48,4 +49,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .nox .redis .test-db.sqlite3* test-artifacts tests/asyncapi/node_modules
+	rm -rf $(VENV) .nox .redis .site .test-db.sqlite3* test-artifacts tests/asyncapi/node_modules

@@ -21,7 +21,7 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    from supergraph_messaging import keyspace
+    from supergraph_messaging.admin import keyspace
 
     setup_test_environment()  # so responses carry their template context
     client = Client()

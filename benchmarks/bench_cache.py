@@ -39,7 +39,7 @@ async def ainterleaved(variants: dict[str, Callable[[], Awaitable[Any]]], n: int
 
 def _near_watching() -> bool:
     from supergraph_messaging import get_redis_client
-    from supergraph_messaging.near import near_cache
+    from supergraph_messaging.cache.near import near_cache
 
     return near_cache(get_redis_client()).watching
 

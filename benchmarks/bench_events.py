@@ -83,8 +83,9 @@ def main() -> None:
     from django.db import connection
     from rest_framework.test import APIClient
 
-    from supergraph_messaging import events, outbox
     from supergraph_messaging.conf import conf
+    from supergraph_messaging.delivery import outbox
+    from supergraph_messaging.events import publishing
 
     if option("only", "") == "e2e":  # on a fresh database, not after the relay step's 60,000 rows
         for delivery in ("pubsub", "durable"):
@@ -112,15 +113,15 @@ def main() -> None:
             assert r.status_code == 200
         return (time.perf_counter() - start) / BATCH * 1e6
 
-    thread_publisher = FirstReleaseThread(events.publish_now)
-    ours = events.publisher
+    thread_publisher = FirstReleaseThread(publishing.publish_now)
+    ours = publishing.publisher
 
     def configured(background: bool, publisher: Any, prefix: str, delivery: str = "pubsub") -> Callable[[], float]:
         def run() -> float:
             settings.SUPERGRAPH_MESSAGING["PUBLISH_IN_BACKGROUND"] = background
             settings.SUPERGRAPH_MESSAGING["DELIVERY"] = delivery
             conf.clear()
-            events.publisher = publisher
+            publishing.publisher = publisher
             result = requests(prefix)
             publisher.flush()
             if delivery == "durable":
@@ -199,13 +200,14 @@ def relay_throughput(rows: int = 20_000) -> None:
     from django.conf import settings
     from django.db import transaction
 
-    from supergraph_messaging import outbox, publish_event
+    from supergraph_messaging import publish_event
     from supergraph_messaging.conf import conf
+    from supergraph_messaging.delivery import outbox
 
     server = start_redis()
     settings.SUPERGRAPH_MESSAGING.update(DELIVERY="durable", REDIS_URL=server.url)
     conf.clear()
-    from supergraph_messaging.connection import reset_clients
+    from supergraph_messaging.redis.client import reset_clients
 
     reset_clients()
     rates = []
@@ -234,8 +236,8 @@ def commit_to_handler(delivery: str, rate: int = 200, seconds: float = 10.0, run
 
     from supergraph_messaging import publish_event
     from supergraph_messaging.conf import conf
-    from supergraph_messaging.connection import reset_clients
     from supergraph_messaging.events import flush_events
+    from supergraph_messaging.redis.client import reset_clients
     from tests.testapp.models import CameraModel
 
     server = start_redis()

@@ -144,7 +144,7 @@ def main() -> None:
 def durable_publish_throughput(runs: int, n: int = 20_000, batch: int = 1_000) -> None:
     """redis_publish(durable=True) (stream append + PUBLISH in one script) against a plain PUBLISH."""
     from supergraph_messaging import redis_publish
-    from supergraph_messaging.connection import init_redis
+    from supergraph_messaging.redis.client import init_redis
 
     server = start_redis()
     init_redis(server.url)

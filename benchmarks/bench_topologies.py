@@ -50,9 +50,10 @@ def naive_delete(raw: Any, match: str) -> int:
 
 
 def measure(name: str, url: str, raw: Any, total: int, matching: int) -> dict[str, float]:
-    from supergraph_messaging import CacheManager, connection, redis_cache, redis_publish
+    from supergraph_messaging import CacheManager, redis_cache, redis_publish
+    from supergraph_messaging.redis import client
 
-    connection._set_override(url)
+    client._set_override(url)
     raw.flushall() if not hasattr(raw, "get_primaries") else [
         raw.get_redis_connection(n).flushall() for n in raw.get_primaries()]
 

@@ -12,24 +12,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "init_redis": "connection",
-    "ainit_redis": "connection",
-    "get_redis_client": "connection",
-    "RedisClient": "connection",
-    "redis_publish": "pubsub",
-    "aredis_publish": "pubsub",
-    "RedisSubscriber": "pubsub",
-    "redis_subscribe": "pubsub",
-    "get_global_subscriber": "pubsub",
-    "CacheManager": "cache",
-    "redis_cache": "decorators",
-    "CacheSync": "cachesync",
-    "EventConfig": "events",
-    "register_model_events": "events",
-    "publish_event": "events",
-    "EventPublishingMixin": "viewsets",
-    "ModelViewSet": "viewsets",
-    "Subscription": "subscriptions",
+    "init_redis": "redis.client",
+    "ainit_redis": "redis.client",
+    "get_redis_client": "redis.client",
+    "RedisClient": "redis.client",
+    "redis_publish": "delivery.publish",
+    "aredis_publish": "delivery.publish",
+    "RedisSubscriber": "delivery.subscriber",
+    "redis_subscribe": "delivery.subscriber",
+    "get_global_subscriber": "delivery.subscriber",
+    "CacheManager": "cache.manager",
+    "redis_cache": "cache.decorator",
+    "CacheSync": "cache.sync",
+    "EventConfig": "events.config",
+    "register_model_events": "events.model_signals",
+    "publish_event": "events.publishing",
+    "EventPublishingMixin": "events.viewsets",
+    "ModelViewSet": "events.viewsets",
+    "Subscription": "realtime.subscriptions",
     "MessagingError": "exceptions",
     "RedisUnavailable": "exceptions",
     "CacheKeyError": "exceptions",
@@ -60,21 +60,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import CacheManager
-    from .cachesync import CacheSync
-    from .connection import RedisClient, ainit_redis, get_redis_client, init_redis
-    from .decorators import redis_cache
-    from .events import EventConfig, publish_event, register_model_events
-    from .exceptions import CacheKeyError, MessagingError, RedisUnavailable
-    from .pubsub import (
+    from supergraph_messaging.cache.decorator import redis_cache
+    from supergraph_messaging.cache.manager import CacheManager
+    from supergraph_messaging.cache.sync import CacheSync
+    from supergraph_messaging.delivery.publish import aredis_publish, redis_publish
+    from supergraph_messaging.delivery.subscriber import (
         RedisSubscriber,
-        aredis_publish,
         get_global_subscriber,
-        redis_publish,
         redis_subscribe,
     )
-    from .subscriptions import Subscription
-    from .viewsets import EventPublishingMixin, ModelViewSet
+    from supergraph_messaging.events.config import EventConfig
+    from supergraph_messaging.events.model_signals import register_model_events
+    from supergraph_messaging.events.publishing import publish_event
+    from supergraph_messaging.events.viewsets import EventPublishingMixin, ModelViewSet
+    from supergraph_messaging.exceptions import CacheKeyError, MessagingError, RedisUnavailable
+    from supergraph_messaging.realtime.subscriptions import Subscription
+    from supergraph_messaging.redis.client import RedisClient, ainit_redis, get_redis_client, init_redis
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,25 @@
+"""The app's configuration: what ``ready()`` registers.
+
+Like the admin's autodiscovery, ``ready()`` imports every installed app's
+``subscribers`` and ``subscriptions`` modules, so that every process (the
+ASGI server, ``messaging_listen``, ``manage.py check``) sees the same
+registries without each entry point remembering to ask. Nothing here talks
+to Redis or starts a thread: ``migrate`` and ``check`` run it too.
+"""
+
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+#: The module names looked for in every installed app.
+MODULES = ("subscribers", "subscriptions")
+
+
+def autodiscover() -> None:
+    """Import ``subscribers`` and ``subscriptions`` modules of installed apps."""
+    for name in MODULES:
+        autodiscover_modules(name)
 
 
 class SupergraphMessagingConfig(AppConfig):
@@ -9,12 +28,7 @@ class SupergraphMessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import (
-            checks,  # noqa: F401 - registers the system checks
-            credentials,  # noqa: F401 - announces logouts to the WebSocket hubs
-        )
-        from .discovery import autodiscover
-        from .gateway import announce
+        from supergraph_messaging import checks  # noqa: F401 - registers the system checks
+        from supergraph_messaging.realtime import auth  # noqa: F401 - announces logouts to the WebSocket hubs
 
         autodiscover()
-        announce()

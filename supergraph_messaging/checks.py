@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import re
 from typing import Any
-from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
 
-from . import topology
-from .conf import SETTINGS, conf, is_redis_backend
-from .exceptions import MessagingError
-from .keys import hash_tag
+from supergraph_messaging.conf import SETTINGS, conf
+from supergraph_messaging.redis import urls
+from supergraph_messaging.redis.checks import check_location, url_problem
 
 
 @register("supergraph_messaging")
@@ -51,7 +47,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id=spec.check_id,
             )
         )
-    errors += _check_redis_location(raw)
+    errors += check_location(raw)
+    errors += _check_near_cache()
     if conf.durable and not conf.service_name:
         errors.append(
             Error(
@@ -80,6 +77,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return errors
+
+
+def _check_near_cache() -> list[Any]:
+    """``local=True`` on a Cluster: the near cache tracks one node, so it stays off there."""
+    from supergraph_messaging.cache import near
+
+    url = conf.redis_url
+    if not near._prefixes or url is None or url_problem(url) is not None or not urls.is_cluster(url):
+        return []
+    return [
+        Warning(
+            "local=True (the near cache) has no effect on a Redis Cluster yet: those reads go to Redis.",
+            hint="Tracking is per node on a Cluster; use one node or Sentinel for the near cache.",
+            id="supergraph_messaging.W013",
+        )
+    ]
 
 
 def _check_gateway() -> list[Any]:
@@ -136,180 +149,6 @@ def _check_misspelt_setting_name() -> list[Any]:
     ]
 
 
-def _check_redis_location(raw: dict[str, Any]) -> list[Any]:
-    errors: list[Any] = []
-    alias = conf.cache_alias
-    cache = conf.cache_config
-    explicit_url = conf.configured_redis_url
-    if cache is None and (explicit_url is None or "CACHE_ALIAS" in raw):
-        errors.append(
-            Error(
-                f"SUPERGRAPH_MESSAGING['CACHE_ALIAS'] is {alias!r}, but CACHES has no such cache.",
-                hint="Add a django-redis cache under that alias, set CACHE_ALIAS, or set REDIS_URL.",
-                id="supergraph_messaging.E003",
-            )
-        )
-    elif cache is not None and explicit_url is None and not is_redis_backend(str(cache.get("BACKEND", ""))):
-        errors.append(
-            Error(
-                f"CACHES[{alias!r}] is {cache.get('BACKEND')!r}, not a Redis cache, and REDIS_URL is not set.",
-                hint="Use 'django_redis.cache.RedisCache' as its BACKEND, or set SUPERGRAPH_MESSAGING['REDIS_URL'].",
-                id="supergraph_messaging.E004",
-            )
-        )
-    url = conf.redis_url
-    if url is None:
-        errors.append(
-            Error(
-                "No Redis URL could be determined.",
-                hint=f"Set SUPERGRAPH_MESSAGING['REDIS_URL'], a LOCATION on CACHES[{alias!r}] "
-                "(a Redis cache), or the REDIS_URL environment variable.",
-                id="supergraph_messaging.E005",
-            )
-        )
-    elif (problem := _url_problem(url)) is not None:
-        errors.append(
-            Error(
-                "SUPERGRAPH_MESSAGING['REDIS_URL'] is not a redis://, rediss://, unix://, redis+sentinel:// "
-                "or redis+cluster:// URL." if problem == "" else f"SUPERGRAPH_MESSAGING['REDIS_URL']: {problem}",
-                hint=f"Got {url.split('@')[-1]!r} (credentials hidden).",
-                id="supergraph_messaging.E006",
-            )
-        )
-    elif topology.is_cluster(url):
-        errors += _check_cluster_prefix(raw)
-        from . import near
-
-        if near._prefixes:
-            errors.append(
-                Warning(
-                    "local=True (the near cache) has no effect on a Redis Cluster yet: those reads go to Redis.",
-                    hint="Tracking is per node on a Cluster; use one node or Sentinel for the near cache.",
-                    id="supergraph_messaging.W013",
-                )
-            )
-    elif conf.sharded_channels:
-        errors.append(
-            Warning(
-                "SUPERGRAPH_MESSAGING['SHARDED_CHANNELS'] has no effect: REDIS_URL is not a Cluster.",
-                hint="Sharded Pub/Sub spreads channels over a Cluster's primaries; remove the setting or use "
-                     "a redis+cluster:// URL.",
-                id="supergraph_messaging.W012",
-            )
-        )
-    errors += _check_redis_py()
-    return errors
-
-
-#: The oldest redis-py the app works with (5.0.1 added the asyncio clients' ``aclose``); ``make test-matrix``
-#: runs the suite on it.
-REDIS_PY_MINIMUM = (5, 0, 1)
-#: The oldest redis-py whose asyncio ``PubSub`` has ``ssubscribe``, which SHARDED_CHANNELS on a Cluster needs.
-REDIS_PY_SHARDED_MINIMUM = (8, 0, 0)
-
-
-def _check_redis_py() -> list[Any]:
-    installed = _version(redis.__version__)
-    if installed < REDIS_PY_MINIMUM:
-        return [
-            Error(
-                f"redis-py {redis.__version__} is installed; supergraph_messaging needs "
-                f"{_dotted(REDIS_PY_MINIMUM)} or newer.",
-                hint=f"pip install 'redis[hiredis]>={_dotted(REDIS_PY_MINIMUM)}'",
-                id="supergraph_messaging.E012",
-            )
-        ]
-    url = conf.redis_url
-    if conf.sharded_channels and url is not None and topology.is_cluster(url) and installed < REDIS_PY_SHARDED_MINIMUM:
-        return [
-            Error(
-                f"SUPERGRAPH_MESSAGING['SHARDED_CHANNELS'] needs redis-py {_dotted(REDIS_PY_SHARDED_MINIMUM)} or "
-                f"newer (its asyncio SSUBSCRIBE); redis-py {redis.__version__} is installed.",
-                hint=f"pip install 'redis[hiredis]>={_dotted(REDIS_PY_SHARDED_MINIMUM)}', or remove SHARDED_CHANNELS.",
-                id="supergraph_messaging.E015",
-            )
-        ]
-    return []
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """``(major, minor, patch)`` of a release string; a pre-release part counts as 0 (``8.0.0b1`` -> 8.0.0)."""
-    parts = [int(digits.group()) if (digits := re.match(r"\d+", part)) else 0 for part in text.split(".")[:3]]
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
-def _dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
-
-
-#: The oldest Redis server each option works with, and the commands that make it so.
-SERVER_MINIMUM: dict[str, tuple[tuple[int, int], str]] = {
-    "DELIVERY = 'durable'": ((6, 2), "XAUTOCLAIM"),
-    "SHARDED_CHANNELS": ((7, 0), "SPUBLISH and SSUBSCRIBE"),
-}
-
-
-def _server_needs() -> list[tuple[str, tuple[int, int], str]]:
-    """(option, oldest Redis server, the commands it needs) for the options configured."""
-    url = conf.redis_url
-    configured = {
-        "DELIVERY = 'durable'": conf.durable,
-        "SHARDED_CHANNELS": bool(conf.sharded_channels) and url is not None and topology.is_cluster(url),
-    }
-    return [(option, *SERVER_MINIMUM[option]) for option, on in configured.items() if on]
-
-
-@register("supergraph_messaging", Tags.database)
-def check_redis_version(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
-    """``manage.py check --database default`` (and ``migrate``): asks Redis its version, and says which
-    configured option it is too old for (E011). Not on every command: it connects to Redis."""
-    needs = _server_needs()
-    if not databases or not needs:
-        return []
-    from .connection import REDIS_ERRORS, get_redis_client
-
-    client = get_redis_client()
-    try:
-        info: Any = client.redis.info("server")
-    except REDIS_ERRORS as exc:
-        return [
-            Warning(
-                f"Could not ask Redis at {client.masked_url} its version: {exc}",
-                hint="Start Redis, or check REDIS_URL; these options need a recent enough server: "
-                     + ", ".join(f"{option} (Redis {'.'.join(map(str, v))})" for option, v, _ in needs),
-                id="supergraph_messaging.W011",
-            )
-        ]
-    # A Cluster answers per node: the oldest node decides.
-    versions = [info["redis_version"]] if "redis_version" in info else [n["redis_version"] for n in info.values()]
-    oldest = min(versions, key=_version)
-    return [
-        Error(
-            f"{option} needs Redis {'.'.join(map(str, minimum))} or newer ({command}); Redis at "
-            f"{client.masked_url} is {oldest}.",
-            hint="Upgrade Redis, or turn the option off.",
-            id="supergraph_messaging.E011",
-        )
-        for option, minimum, command in needs
-        if _version(oldest) < minimum
-    ]
-
-
-def _check_cluster_prefix(raw: dict[str, Any]) -> list[Any]:
-    """A hash tag in ``KEY_PREFIX`` would put every key of the app in one slot, on one node."""
-    prefix = raw.get("KEY_PREFIX", "")
-    if not isinstance(prefix, str) or hash_tag(prefix) is None:
-        return []
-    return [
-        Error(
-            f"SUPERGRAPH_MESSAGING['KEY_PREFIX'] = {prefix!r} holds a Cluster hash tag: every key of the app "
-            "would live in one slot, on one node.",
-            hint="Remove the braces from KEY_PREFIX (tag individual keys instead, e.g. 'user:{42}:cart').",
-            id="supergraph_messaging.E010",
-        )
-    ]
-
-
 def _check_token_authenticator() -> list[Any]:
     path = conf.ws_token_authenticator
     if not path:
@@ -331,35 +170,12 @@ def _check_token_authenticator() -> list[Any]:
     ]
 
 
-def _url_problem(url: str) -> str | None:
-    """None for a usable URL; else what is wrong with it ("" when it is no Redis URL at all)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    if parts.scheme == "unix":
-        return None if parts.path else ""
-    if topology.is_sentinel(url) or topology.is_cluster(url):
-        try:
-            topology.parse(url)
-        except MessagingError as exc:
-            return str(exc)
-        return None
-    if parts.scheme not in ("redis", "rediss"):
-        return ""
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return ""
-    return None if parts.hostname else ""
-
-
 @register("supergraph_messaging")
 def check_event_viewsets(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Run each events-publishing ViewSet's own checks (E101, E102)."""
     from django.urls import get_resolver
 
-    from .events import registry
+    from supergraph_messaging.events.config import registry
 
     get_resolver().url_patterns  # noqa: B018 - imports the views, registering their ViewSets
     errors: list[Any] = []
@@ -372,7 +188,7 @@ def check_event_viewsets(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register("supergraph_messaging")
 def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Subscriptions: known operators only (E201), one class per entity (E202)."""
-    from .subscriptions import registry
+    from supergraph_messaging.realtime.subscriptions import registry
 
     errors: list[Any] = []
     seen: dict[str, type] = {}
@@ -407,24 +223,15 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 @register("supergraph_messaging")
 def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Durable delivery: what it cannot make durable (W301 model-signal events outside atomic(),
-    W302 handlers on glob channels, W303 SQLite transactions that fail under the relay)."""
+    """Durable delivery: what it cannot make durable (W302 handlers on glob channels, W303 SQLite
+    transactions that fail under the relay)."""
     if not conf.durable:
         return []
-    from .events import _model_events
-    from .keys import is_glob
-    from .pubsub import get_global_subscriber
+    from supergraph_messaging.delivery.subscriber import get_global_subscriber
+    from supergraph_messaging.redis.keys import is_glob
 
     warnings: list[Any] = []
     databases = getattr(settings, "DATABASES", {})
-    if _model_events and not all(db.get("ATOMIC_REQUESTS") for db in databases.values()):
-        warnings.append(Warning(
-            "register_model_events writes its outbox rows in post_save/post_delete: outside atomic() "
-            "(no ATOMIC_REQUESTS) the change and its event commit separately, and a crash between them "
-            "loses the event.",
-            hint="Set ATOMIC_REQUESTS, or wrap changes made outside the API in transaction.atomic().",
-            id="supergraph_messaging.W301",
-        ))
     for alias, db in databases.items():
         if "sqlite" in str(db.get("ENGINE", "")) and (db.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE":
             warnings.append(Warning(
@@ -444,3 +251,21 @@ def check_durable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id="supergraph_messaging.W302",
         ))
     return warnings
+
+
+@register("supergraph_messaging", deploy=True)
+def check_durable_deploy(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``check --deploy``, durable delivery: W301, model-signal events outside ``atomic()``. A choice to
+    review before deploying, not a mistake, so it is not repeated by every management command."""
+    from supergraph_messaging.events.model_signals import _model_events
+
+    databases = getattr(settings, "DATABASES", {})
+    if not conf.durable or not _model_events or all(db.get("ATOMIC_REQUESTS") for db in databases.values()):
+        return []
+    return [Warning(
+        "register_model_events writes its outbox rows in post_save/post_delete: outside atomic() "
+        "(no ATOMIC_REQUESTS) the change and its event commit separately, and a crash between them "
+        "loses the event.",
+        hint="Set ATOMIC_REQUESTS, or wrap changes made outside the API in transaction.atomic().",
+        id="supergraph_messaging.W301",
+    )]

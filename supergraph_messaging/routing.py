@@ -7,6 +7,11 @@ origins of ``WS_ALLOWED_ORIGINS`` when set (scheme, host and port must all
 match), else ``ALLOWED_HOSTS`` as ``AllowedHostsOriginValidator`` uses it.
 A refusal is logged once per origin with a hint, because a non-browser
 client that sends no Origin header is otherwise refused in silence.
+
+Only the project's ASGI application imports this module, when the server
+starts: that is when a service with a ``SERVICE_TOKEN`` announces itself
+to its gateways (:func:`~supergraph_messaging.gateway.notices.announce`;
+daphne sends no lifespan events to start it otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path
 
-from .conf import conf
-from .consumers import SubscriptionConsumer
-from .wsauth import SessionUserMiddleware
+from supergraph_messaging.conf import conf
+from supergraph_messaging.gateway.notices import announce
+from supergraph_messaging.gateway.remote import GatewayDirectory
+from supergraph_messaging.realtime.auth import SessionUserMiddleware
+from supergraph_messaging.realtime.consumer import SubscriptionConsumer
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
@@ -60,5 +67,8 @@ class SubscriptionOriginValidator(OriginValidator):  # type: ignore[misc]  # cha
 
 
 websocket_urlpatterns = [
-    path("subscribe", SubscriptionOriginValidator(SessionUserMiddleware(SubscriptionConsumer.as_asgi()))),
+    path("subscribe", SubscriptionOriginValidator(SessionUserMiddleware(
+        SubscriptionConsumer.as_asgi(directory=GatewayDirectory())))),
 ]
+
+announce()

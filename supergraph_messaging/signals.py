@@ -9,8 +9,11 @@ from django.dispatch import Signal
 #: so receivers resync here (reload state, tell clients, ...).
 reconnected = Signal()
 
-#: Sent after an ``EventConfig`` event was published, with ``channel=``,
-#: ``payload=`` and ``receivers=``.
+#: The sender of ``event_published``: connect with ``sender=EVENTS`` (or none) to hear every event.
+EVENTS = "supergraph_messaging.events"
+
+#: Sent with ``sender=EVENTS`` after an ``EventConfig`` event was published (by this process, or by
+#: its outbox relay), with ``channel=``, ``payload=`` and ``receivers=``.
 event_published = Signal()
 
 #: Sent by a durable consumer that found its channel's history gone (Redis lost its data: the

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from .authorize import authorize
-from .views import asyncapi, schema
+from supergraph_messaging.gateway.authorize import authorize
+from supergraph_messaging.gateway.schema_views import asyncapi, schema
 
 app_name = "supergraph_messaging"
 urlpatterns = [

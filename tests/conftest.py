@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from supergraph_messaging.connection import reset_clients
+from supergraph_messaging.redis.client import reset_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ def _fresh_clients() -> Iterator[None]:
     reset_clients()
     yield
 
-    from supergraph_messaging.events import publisher
+    from supergraph_messaging.delivery.pipelined import publisher
 
     publisher.flush(2)  # confirmations of this test's events must not reach the next test's receivers
     reset_clients()
@@ -78,13 +78,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pointed_at(url: str) -> Iterator[None]:
     """The app's Redis URL set as ``init_redis`` sets it (a test's own ``override_settings`` keeps it, and
     worker subprocesses get it through ``subprocess_env``), then forgotten."""
-    from supergraph_messaging import connection
+    from supergraph_messaging.redis import client
 
-    connection._set_override(url)
+    client._set_override(url)
     try:
         yield
     finally:
-        connection._override_url = None
+        client._override_url = None
         reset_clients()
 
 
@@ -156,7 +156,7 @@ class RelayThread:
 
         from django.db import connections
 
-        from supergraph_messaging import outbox
+        from supergraph_messaging.delivery import outbox
 
         asyncio.set_event_loop(self._loop)
         self._stop = asyncio.Event()
@@ -183,8 +183,8 @@ class RelayThread:
 
 def lease(key: str) -> str:
     """The lease key of ``key`` on the Redis under test (a Cluster tags it into the key's slot)."""
-    from supergraph_messaging.connection import get_redis_client
-    from supergraph_messaging.keys import lease_key
+    from supergraph_messaging.redis.client import get_redis_client
+    from supergraph_messaging.redis.keys import lease_key
 
     return lease_key(key, get_redis_client().cluster)
 
@@ -208,10 +208,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["SGM_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
-    from supergraph_messaging import connection
+    from supergraph_messaging.redis import client
 
-    if connection._override_url:  # the topology under test
-        env["SGM_REDIS_URL"] = connection._override_url
+    if client._override_url:  # the topology under test
+        env["SGM_REDIS_URL"] = client._override_url
     env.update(extra)
     return env
 

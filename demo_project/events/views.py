@@ -11,7 +11,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from supergraph_messaging import redis_publish, stats
+from supergraph_messaging import redis_publish
+from supergraph_messaging.cache import stats
 
 from .services import processor
 

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import redis
 
-from supergraph_messaging import streams
+from supergraph_messaging.delivery import streams
 from tests.durability.harness import ROWS, Clients, Database, Processes
 from tests.support.redis_server import RedisServer
 

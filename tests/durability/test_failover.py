@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 import redis
 
-from supergraph_messaging import streams
-from supergraph_messaging.keys import full_channel
+from supergraph_messaging.delivery import streams
+from supergraph_messaging.redis.keys import full_channel
 from tests.durability.harness import Database, Processes
 from tests.durability.test_outage import SocketCounter
 from tests.support.redis_server import RedisServer

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from supergraph_messaging import streams
+from supergraph_messaging.delivery import streams
 from tests.conftest import ROOT
 from tests.durability.harness import Database, Processes, process_env
 from tests.support.redis_server import RedisServer

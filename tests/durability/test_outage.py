@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from supergraph_messaging.keys import full_channel
+from supergraph_messaging.redis.keys import full_channel
 from tests.durability.harness import Database, Processes
 from tests.support.redis_server import RedisServer
 

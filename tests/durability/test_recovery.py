@@ -24,9 +24,9 @@ import redis
 
 from tests.durability.harness import Database, Processes
 from tests.durability.test_failover import NodeCounter
+from tests.redis.test_cluster_failover import took_over
 from tests.support.redis_server import RedisServer
 from tests.support.topologies import ClusterClient, ClusterSetup, server_version
-from tests.test_cluster_failover import took_over
 
 pytestmark = pytest.mark.slow
 

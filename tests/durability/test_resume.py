@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from supergraph_messaging import streams
+from supergraph_messaging.delivery import streams
 from tests.durability.harness import Database, Processes
 from tests.support.redis_server import RedisServer
 

@@ -6,7 +6,14 @@ import asyncio
 import sys
 from typing import Any
 
-from supergraph_messaging import CacheManager, RedisSubscriber, aredis_publish, init_redis, redis_cache, redis_publish
+from supergraph_messaging import (
+    CacheManager,
+    RedisSubscriber,
+    aredis_publish,
+    init_redis,
+    redis_cache,
+    redis_publish,
+)
 
 URL = sys.argv[1]
 

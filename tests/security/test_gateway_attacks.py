@@ -1,6 +1,6 @@
 """A rogue or compromised service behind the gateway (issue 26, attacks 2, 6 and 10).
 
-The federation of tests/test_gateway.py: the service, the beacon and a
+The federation of tests/gateway/test_gateway.py: the service, the beacon and a
 gateway, each a daphne of its own, plus :class:`tests.support.rogue.Rogue`, an HTTP
 server listed in ``GATEWAY_SERVICES`` with the channel prefix ``rogue.``
 whose ``/__schema`` each test rewrites. Before: the rogue took
@@ -24,8 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security.test_ws_attacks import rss_mb
-from tests.test_gateway import (  # noqa: F401 - the fixture
+from tests.gateway.test_gateway import (  # noqa: F401 - the fixture
     HARMLESS,
     TOKENS,
     Federation,
@@ -37,6 +36,7 @@ from tests.test_gateway import (  # noqa: F401 - the fixture
     subscribe,
     user_credentials,
 )
+from tests.security.test_ws_attacks import rss_mb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from supergraph_messaging import redis_publish
-from supergraph_messaging.hub import get_hub
+from supergraph_messaging.realtime.hub import get_hub
 from tests.conftest import manage, wait_for
 from tests.support.asgi import application
 
@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 def test_nan_in_an_event_fails_the_publish_not_the_request(redis_conn: Any, caplog: Any) -> None:
     from django.db import transaction
 
-    from supergraph_messaging.events import counters, flush_events, publish_on_commit
+    from supergraph_messaging.delivery.pipelined import counters
+    from supergraph_messaging.events import flush_events
+    from supergraph_messaging.events.publishing import publish_on_commit
 
     failed = counters["failed"]
     for background in (True, False):

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import websockets
 
-from supergraph_messaging import streams
+from supergraph_messaging.delivery import streams
+from tests.realtime.test_ws_e2e import Daphne
 from tests.security.test_ws_attacks import rss_mb, subscribe_witness
 from tests.support.redis_server import RedisServer
-from tests.test_ws_e2e import Daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 CHANNEL = "camera.events"

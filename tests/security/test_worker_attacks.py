@@ -103,8 +103,8 @@ async def test_a_flood_while_a_handler_is_slow_loses_nothing(own_redis: RedisSer
 def test_a_hanging_durable_handler_is_dead_lettered_and_sigterm_still_exits(redis_conn: Any) -> None:
     """Issue 26, item 7: a sync handler sleeping 120 s with HANDLER_TIMEOUT = 5 blocked its channel for ever,
     was never dead-lettered, and SIGTERM had not finished after 45 s."""
-    from supergraph_messaging import streams
-    from supergraph_messaging.groups import dead_letter_key
+    from supergraph_messaging.delivery import streams
+    from supergraph_messaging.delivery.consumer_groups import dead_letter_key
 
     env = {"SGM_DELIVERY": "durable", "SGM_HANDLER_TIMEOUT": "1", "SGM_SHUTDOWN_TIMEOUT": "2",
            "SGM_CONSUMER": "hang-test"}

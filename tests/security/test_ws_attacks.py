@@ -22,10 +22,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from supergraph_messaging import aredis_publish
-from supergraph_messaging.hub import get_hub
+from supergraph_messaging.realtime.hub import get_hub
+from tests.realtime.test_ws_e2e import Daphne, publish_in_other_process
 from tests.support.asgi import application
 from tests.support.redis_server import RedisServer
-from tests.test_ws_e2e import Daphne, publish_in_other_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ORIGIN = (b"origin", b"http://testserver")

@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.support.settings")
 django.setup()
 
 from supergraph_messaging import CacheManager, get_redis_client  # noqa: E402
-from supergraph_messaging.near import near_cache  # noqa: E402
+from supergraph_messaging.cache.near import near_cache  # noqa: E402
 
 
 def main() -> None:

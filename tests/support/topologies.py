@@ -125,16 +125,30 @@ class ClusterSetup:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(primaries * (1 + replicas)):
-                node = RedisServer(extra_args=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-                                               "--cluster-node-timeout", str(node_timeout_ms),
-                                               "--cluster-config-file", "nodes.conf",
-                                               "--repl-diskless-sync-delay", "0"))
-                node.start()
-                self.nodes.append(node)
+                self.nodes.append(self._node(node_timeout_ms))
             self._form(primaries)
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _node(node_timeout_ms: int, attempts: int = 3) -> RedisServer:
+        """A started node. Its two ports were free when picked, but another process may take one before
+        redis-server binds it (seen once in a full run): then it is tried again on two new ports."""
+        for attempt in range(attempts):
+            node = RedisServer(extra_args=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                                           "--cluster-node-timeout", str(node_timeout_ms),
+                                           "--cluster-config-file", "nodes.conf",
+                                           "--repl-diskless-sync-delay", "0"))
+            try:
+                node.start()
+            except RuntimeError:
+                node.close()
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return node
+        raise AssertionError("unreachable")
 
     def _form(self, primaries: int) -> None:
         first = self.nodes[0].client()

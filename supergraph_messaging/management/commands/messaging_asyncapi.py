@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from supergraph_messaging.asyncapi import document
+from supergraph_messaging.gateway.asyncapi import document
 
 
 class Command(BaseCommand):

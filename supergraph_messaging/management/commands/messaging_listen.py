@@ -12,11 +12,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from supergraph_messaging import outbox
 from supergraph_messaging.conf import conf
-from supergraph_messaging.connection import REDIS_ERRORS, get_redis_client
-from supergraph_messaging.groups import GroupConsumer
-from supergraph_messaging.pubsub import RedisSubscriber, get_global_subscriber
+from supergraph_messaging.delivery import outbox
+from supergraph_messaging.delivery.consumer_groups import GroupConsumer
+from supergraph_messaging.delivery.subscriber import RedisSubscriber, get_global_subscriber
+from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
 
 logger = logging.getLogger("supergraph_messaging.worker")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from supergraph_messaging import outbox
+from supergraph_messaging.delivery import outbox
 
 
 class Command(BaseCommand):

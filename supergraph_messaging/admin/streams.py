@@ -1,0 +1,91 @@
+"""What the durable streams hold, for the admin: length, offset and epoch, groups with lag and pending,
+dead letters. Read-only; found by a bounded SCAN, so a keyspace of millions costs one page of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from supergraph_messaging.conf import conf
+from supergraph_messaging.redis.keys import escape_glob
+
+#: Streams listed at most (and keys a listing walks at most, in SCAN steps of 1,000).
+STREAM_LIMIT = 200
+SCAN_BUDGET = 200_000
+
+
+@dataclass
+class GroupInfo:
+    name: str
+    consumers: int
+    pending: int
+    lag: int | None  # None: Redis cannot tell (entries trimmed or deleted since the group last read)
+    last_delivered: str
+
+
+@dataclass
+class StreamInfo:
+    channel: str
+    key: str
+    length: int
+    offset: int
+    epoch: str
+    dead_letters: int
+    groups: list[GroupInfo] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return sum(g.pending for g in self.groups)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+
+
+def _channel(key: str) -> str:
+    """``{prefix}sgm:{{channel}}:stream`` -> the channel as the app names it (without CHANNEL_PREFIX)."""
+    inner = key[len(conf.key_prefix) + len("sgm:{"):-len("}:stream")]
+    return inner[len(conf.channel_prefix):] if inner.startswith(conf.channel_prefix) else inner
+
+
+def stream_keys(conn: redis.Redis) -> list[str]:
+    match = escape_glob(conf.key_prefix) + "sgm:{*}:stream"
+    if isinstance(conn, RedisCluster):  # every primary, one after the other (SCAN cursors are per node)
+        return sorted(_text(k) for k in islice(conn.scan_iter(match=match, count=1000, _type="stream"),
+                                               STREAM_LIMIT))
+    found: list[str] = []
+    cursor, walked = 0, 0
+    while True:
+        cursor, batch = conn.scan(cursor, match=match, count=1000, _type="stream")
+        found.extend(_text(k) for k in batch)
+        walked += 1000
+        if not cursor or len(found) >= STREAM_LIMIT or walked >= SCAN_BUDGET:
+            return sorted(found)[:STREAM_LIMIT]
+
+
+def describe(conn: redis.Redis, keys: list[str]) -> list[StreamInfo]:
+    """One round trip for the lengths, meta and dead letters, one XINFO GROUPS per stream."""
+    pipe = conn.pipeline(transaction=False)
+    for key in keys:
+        pipe.xlen(key)
+        pipe.hgetall(key[: -len("stream")] + "meta")
+        pipe.xlen(key + ":dead")
+    replies = pipe.execute()
+    out: list[StreamInfo] = []
+    for i, key in enumerate(keys):
+        length, meta, dead = replies[3 * i: 3 * i + 3]
+        meta = {_text(k): _text(v) for k, v in meta.items()}
+        info = StreamInfo(channel=_channel(key), key=key, length=int(length), offset=int(meta.get("s", 0)),
+                          epoch=meta.get("e", ""), dead_letters=int(dead))
+        for group in conn.xinfo_groups(key):
+            group = {_text(k): v for k, v in group.items()}
+            lag = group.get("lag")
+            info.groups.append(GroupInfo(name=_text(group["name"]), consumers=int(group["consumers"]),
+                                         pending=int(group["pending"]), lag=None if lag is None else int(lag),
+                                         last_delivered=_text(group.get("last-delivered-id", b""))))
+        out.append(info)
+    return out

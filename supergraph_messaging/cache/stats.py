@@ -1,0 +1,89 @@
+"""Per-template cache statistics, counted in-process and flushed to Redis in batches.
+
+Counting must not cost a round trip per hit, so counters live in a dict and
+a daemon thread adds them to one Redis hash every few seconds. The admin
+reads that hash, which sums every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.keys import full_key
+
+logger = logging.getLogger("supergraph_messaging.stats")
+
+STATS_KEY = "supergraph_messaging:stats"
+FLUSH_INTERVAL = 5.0
+FIELDS = ("hits", "misses", "fills", "lease_waits", "invalidations", "bypassed")
+
+_counts: Counter[tuple[str, str]] = Counter()
+_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+def incr(template: str, field: str, amount: int = 1) -> None:
+    # Unlocked on purpose (this is the hit path): two threads racing on one counter may
+    # lose an increment, which statistics can afford.
+    _counts[(template, field)] += amount
+    if _flusher is None:
+        _start_flusher()
+
+
+def local() -> dict[str, dict[str, int]]:
+    """This process's counts since the last flush (for tests and debugging)."""
+    out: dict[str, dict[str, int]] = {}
+    for (template, field), value in list(_counts.items()):
+        out.setdefault(template, dict.fromkeys(FIELDS, 0))[field] += value
+    return out
+
+
+def flush() -> None:
+    with _lock:
+        if not _counts:
+            return
+        batch = dict(_counts)
+        _counts.subtract(batch)
+        for k in [k for k, v in _counts.items() if v == 0]:
+            del _counts[k]
+    try:
+        pipe = get_redis_client().redis.pipeline(transaction=False)
+        for (template, field), value in batch.items():
+            pipe.hincrby(full_key(STATS_KEY), f"{template}|{field}", value)
+        pipe.execute()
+    except REDIS_ERRORS as exc:
+        with _lock:
+            _counts.update(batch)  # keep them for the next flush
+        logger.debug("Could not flush cache stats: %s", exc)
+
+
+def read() -> dict[str, dict[str, int]]:
+    """Totals of every process (flushed counts plus this process's pending ones)."""
+    flush()
+    raw = get_redis_client().redis.hgetall(full_key(STATS_KEY))
+    out: dict[str, dict[str, int]] = {}
+    for name, value in raw.items():
+        text = name.decode() if isinstance(name, bytes) else name
+        template, _, field = text.rpartition("|")
+        out.setdefault(template, dict.fromkeys(FIELDS, 0))[field] = int(value)
+    return out
+
+
+def _loop() -> None:
+    stop = threading.Event()
+    while not stop.wait(FLUSH_INTERVAL):
+        try:
+            flush()
+        except Exception:  # the flusher must never die; the next round retries
+            logger.exception("Cache stats flush failed.")
+
+
+def _start_flusher() -> None:
+    global _flusher
+    with _lock:
+        if _flusher is None:
+            _flusher = threading.Thread(target=_loop, name="sgm-stats-flush", daemon=True)
+            _flusher.start()
