@@ -235,7 +235,6 @@ class CachedFunction:
         return value
 
 
-
 class CachedCallable(Generic[P, R]):
     """What ``@redis_cache`` returns: the function, plus ``key_for``/``invalidate``/``ainvalidate``.
 

@@ -24,15 +24,11 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.keys import is_glob
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
 
 HandlerFunc = Callable[..., Any]
-
-#: Past this many queued messages the reader yields to the handlers only every this many messages.
-YIELD_BACKLOG = 256
 
 
 def _wants_channel(func: HandlerFunc) -> bool:
@@ -129,29 +125,6 @@ class Handlers:
         for channel in taken:
             del self.by_channel[channel]
         return taken
-
-    async def receive(self, key: str, channel: str, raw: bytes, queues: HandlerQueues | None) -> None:
-        """A message for ``key``'s handlers (``channel``: where it was published): decoded, then queued
-        on ``queues`` (or run now, without). Not JSON: skipped, logged and counted."""
-        if not self.by_channel.get(key):
-            return
-        try:
-            data = serialization.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            self.malformed += 1
-            logger.warning("Skipping a malformed message on %r (not JSON: %s).", channel, exc)
-            return
-        if queues is not None:
-            backlog = queues.put(key, channel, data)
-            if 1 < backlog <= YIELD_BACKLOG or backlog % YIELD_BACKLOG == 0:
-                # A backlog: let the channel's worker run now. With data buffered, get_message does not
-                # suspend, and a burst would be read whole before any handler ran (p99 7.5 ms without
-                # this, measured); yielding for every message instead cost a fifth of the throughput.
-                # A long backlog means a stuck or slow handler: then reading wins (Redis disconnects a
-                # subscriber past 32 MB unread), and the worker gets a turn every YIELD_BACKLOG messages.
-                await asyncio.sleep(0)
-        else:
-            await self.run(key, channel, data)
 
     async def run(self, key: str, channel: str, data: Any) -> None:
         """Call ``key``'s handlers with one message, in order; a failure or a timeout is logged and counted."""

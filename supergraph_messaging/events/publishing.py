@@ -85,8 +85,6 @@ def publish_now(channel: str, payload: dict[str, Any]) -> int | None:
     return receivers
 
 
-
-
 def flush_events(timeout: float = 5.0) -> bool:
     """Wait until every event sent without waiting is confirmed by Redis (tests, scripts, shutdown).
 

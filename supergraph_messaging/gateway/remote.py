@@ -1,30 +1,16 @@
 """Gateway mode: other services' subscriptions served at this project's ``/subscribe``, their authority kept.
 
-With ``GATEWAY_SERVICES`` set, this process reads each service's
-``/__schema`` (at start, when a service announces itself on Redis, and on a
-period) and registers a :class:`RemoteSubscription` per entity. Clients see
-them exactly like local ones: the filters, field types and field lists the
-service declared are checked here, and events come from the same Redis
-channels through the same hub.
-
-A service is trusted with no more than it is configured to own. It serves
-only the entities ``GATEWAY_SERVICES`` gives it (or, unconfigured, those no
-other service described first) on channels in its configured prefixes (or,
-unconfigured, exact channels no other service claimed first); a glob wider
-than its prefixes, and ``*``, are refused with an ERROR naming both parties.
-Access is decided by the owning service, but from what the gateway itself
-established: the gateway authenticates its client (session or token) and
-sends the service's ``POST /__authorize`` a short-lived assertion of who the
-user is, signed with that service's own ``SERVICE_TOKEN``. A client's cookie
-or token never leaves the gateway, and one service's key opens nothing at
-another. Each service is read by a loop of its own, with a total deadline
-and bounds in bytes and entities, so one slow or hostile service delays
-nobody else.
-
-A service that does not answer makes only its own entities ``unavailable``
-(new subscribes are refused with that code; subscriptions already open stay,
-since their events come from Redis, not from the service's web process); the
-next successful read of its ``/__schema`` brings them back.
+With ``GATEWAY_SERVICES`` set, this process reads each service's ``/__schema``
+(with its first client, when a service announces itself, and on a period), each
+service in a loop of its own with a total deadline and bounds in bytes and
+entities, and registers a :class:`RemoteSubscription` per entity it may serve
+(:mod:`.services`). Clients see them exactly like local ones; events come from
+the same Redis channels through the same hub. Access is decided by the owning
+service (``POST /__authorize``), from a short-lived assertion of the user this
+gateway authenticated, signed with that service's own ``SERVICE_TOKEN``: a
+client's cookie or token never leaves the gateway. A service that does not
+answer makes only its own entities ``unavailable``; subscriptions already open
+stay, since their events come from Redis.
 """
 
 from __future__ import annotations
@@ -79,10 +65,17 @@ class RemoteSubscription(Subscription):
         return await gateway.authorize(cls, user, filters)
 
     @classmethod
-    async def recheck(cls, user: Any, filters: Any, granted: dict[str, Any], user_changed: bool) -> Refused | None:
+    def grant(cls, filters: Any, server: dict[str, Any]) -> Any:
+        """The client's filters and the server filters granted: the service is asked again with the one,
+        and a different answer than the other ends the subscription."""
+        return filters, server
+
+    @classmethod
+    async def recheck(cls, user: Any, grant: Any, user_changed: bool) -> Refused | None:
         """Asked of the owning service at every re-check, changed user or not (its rules may have
         changed); a service that does not answer keeps the subscription: its events come from Redis,
         and the next re-check asks again."""
+        filters, granted = grant if grant is not None else (None, {})
         try:
             server = await cls.authorize(user, filters)
         except Refused as exc:

@@ -40,8 +40,8 @@ class AccessMixin:
     acked: bool
     closing: bool
     routes: dict[str, Route]
-    #: What each subscription was granted with: (the client's filters, the server filters).
-    grants: dict[str, tuple[Any, dict[str, Any]]]
+    #: What each subscription's re-check needs, for those that need something (:meth:`Subscription.grant`).
+    grants: dict[str, Any]
     timers: dict[str, asyncio.TimerHandle]
     rechecking: asyncio.Task[None] | None
     last_ping: float
@@ -116,8 +116,7 @@ class AccessMixin:
             subscription = get_subscription(route.entity)
             if subscription is None:
                 continue  # a gateway's service stopped describing it: its events still come from Redis
-            filters, granted = self.grants.get(sub_id, (None, {}))
-            refusal = await subscription.recheck(self.user, filters, granted, user_changed)
+            refusal = await subscription.recheck(self.user, self.grants.get(sub_id), user_changed)
             if refusal is not None:
                 self.end(route, refusal.code, str(refusal))
 

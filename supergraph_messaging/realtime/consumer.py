@@ -151,7 +151,7 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
         self.flow = FlowControl(conf.ws_max_buffered_bytes)
         self.last_ping = 0.0
         self.rechecking: asyncio.Task[None] | None = None
-        self.grants: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.grants: dict[str, Any] = {}
         self.directory.connected()
         self.timers: dict[str, asyncio.TimerHandle] = {
             "init": asyncio.get_running_loop().call_later(conf.ws_init_timeout, self._init_timed_out)}

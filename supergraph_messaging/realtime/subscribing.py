@@ -47,7 +47,7 @@ class SubscribingMixin:
     closing: bool
     directory: Directory
     routes: dict[str, Route]
-    grants: dict[str, tuple[Any, dict[str, Any]]]
+    grants: dict[str, Any]
     enqueue: Callable[[str], None]
     abort: Callable[[int], None]
     error: Callable[[str, str, str], None]
@@ -62,7 +62,7 @@ class SubscribingMixin:
         authorized = await self._authorized(sub_id, payload)
         if authorized is None:
             return
-        route, server = authorized
+        route, grant = authorized
         since, problem = parse_since(payload.get("since"))
         if problem:
             self.error(sub_id, "invalid_since", problem)
@@ -75,7 +75,8 @@ class SubscribingMixin:
                        f"Subscription {twin.sub_id!r} on this connection is identical.")
             return
         self.routes[sub_id] = route
-        self.grants[sub_id] = (payload.get("filters"), server)
+        if grant is not None:  # only what a re-check needs is kept: an idle connection stays small
+            self.grants[sub_id] = grant
         try:
             positions = await get_hub().add(route)
         except REDIS_ERRORS as exc:
@@ -108,9 +109,9 @@ class SubscribingMixin:
             return request
         return None
 
-    async def _authorized(self, sub_id: str, payload: dict[str, Any]) -> tuple[Route, dict[str, Any]] | None:
-        """The route this subscribe asks for and its server filters, as its Subscription allows them to the
-        user as of now; or None, the error frame sent."""
+    async def _authorized(self, sub_id: str, payload: dict[str, Any]) -> tuple[Route, Any] | None:
+        """The route this subscribe asks for, as its Subscription allows it to the user as of now, and what
+        its re-checks need (:meth:`Subscription.grant`); or None, the error frame sent."""
         entity = payload.get("entity")
         subscription = await self.directory.find(entity) if isinstance(entity, str) else None
         if subscription is None:
@@ -135,7 +136,8 @@ class SubscribingMixin:
                              qualname(subscription), sub_id)
             self.error(sub_id, "server_error", f"{subscription.entity} could not be subscribed (server error).")
             return None
-        return Route(self, sub_id, subscription.entity, list(subscription.channels), conditions, fields), server
+        route = Route(self, sub_id, subscription.entity, list(subscription.channels), conditions, fields)
+        return route, subscription.grant(payload.get("filters"), server)
 
     def _subscribed(self, route: Route, positions: dict[str, Position]) -> None:
         reply: dict[str, Any] = {"entity": route.entity}

@@ -240,8 +240,15 @@ class Subscription:
         return server
 
     @classmethod
-    async def recheck(cls, user: Any, filters: Any, granted: dict[str, Any], user_changed: bool) -> Refused | None:
-        """Whether a subscription granted ``granted`` may go on for ``user``: None, or why it ends.
+    def grant(cls, filters: Any, server: dict[str, Any]) -> Any:
+        """What :meth:`recheck` needs to remember of a subscribe (the client's ``filters``, the ``server``
+        filters it got), kept by the connection while the subscription lasts; None: nothing (here)."""
+        return None
+
+    @classmethod
+    async def recheck(cls, user: Any, grant: Any, user_changed: bool) -> Refused | None:
+        """Whether a subscription (``grant``: what :meth:`grant` kept) may go on for ``user``: None, or why
+        it ends.
 
         Here, only when the user changed (a logout, a deactivation): the
         permission classes are asked again; an error in them ends it.
