@@ -1,3 +1,6 @@
+"""The HTTP routes every service mounts (``path("", include("supergraph_messaging.urls"))``): ``/__schema``,
+``/__asyncapi`` and ``/__authorize``."""
+
 from django.urls import path
 
 from supergraph_messaging.gateway.authorize import authorize

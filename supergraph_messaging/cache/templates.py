@@ -1,8 +1,5 @@
-"""Key and channel names: one format shared by every writer and reader.
-
-``CacheManager(prefix="camera").set("mac:AA")`` and
-``@redis_cache(key="camera:mac:{mac_address}")`` must address the same Redis
-key, so both go through :func:`full_key`.
+"""Key templates (``camera:mac:{mac_address}``): the keys a ``@redis_cache`` or ``CacheSync`` writes, filled
+from call arguments or from an event's payload, and matched by pattern when a placeholder is missing.
 """
 
 from __future__ import annotations

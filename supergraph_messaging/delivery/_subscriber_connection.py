@@ -33,6 +33,7 @@ from supergraph_messaging.redis.keys import full_channel, is_glob, is_sharded, k
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
 
+#: Seconds a stop waits for a receive loop (the subscriber's, a shard reader's) and for closing a connection.
 STOP_TIMEOUT = 5.0
 
 

@@ -1,8 +1,11 @@
-"""Pub/Sub: publish JSON, and a subscriber that survives everything but ``stop()``.
+"""``RedisSubscriber``: Pub/Sub handlers in a process, and a receive loop that survives everything but
+``stop()``.
 
 The receive loop follows channels_redis: errors are logged and the loop goes
 on, a lost connection is re-established with backoff and every channel is
 resubscribed, cancellation is re-raised, and ``stop()`` closes explicitly.
+The loop only decodes and queues; the handlers run on their channel's queue
+(:mod:`.handlers`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.delivery._subscriber_connection import SubscriberConnection
+from supergraph_messaging.delivery._subscriber_connection import STOP_TIMEOUT, SubscriberConnection
 from supergraph_messaging.delivery.handlers import HandlerFunc, HandlerQueues, HandlerRegistry
 from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.client import REDIS_ERRORS
@@ -25,8 +28,6 @@ from supergraph_messaging.signals import reconnected
 logger = logging.getLogger("supergraph_messaging.pubsub")
 #: Past this many queued messages the reader yields to the handlers only every this many messages.
 YIELD_BACKLOG = 256
-#: Seconds stop() waits for the receive loop and for closing its connection.
-STOP_TIMEOUT = 5.0
 
 
 class RedisSubscriber(HandlerRegistry):

@@ -1,9 +1,6 @@
-"""Events from data changes: ``EventConfig``, ``_meta``, publishing after commit.
-
-This module knows nothing of DRF (that is ``viewsets``); it builds payloads
-from model fields for ``register_model_events`` and publishes every event
-with ``transaction.on_commit``, so a rolled-back change publishes nothing and
-a subscriber can always read the committed row.
+"""What a project publishes: ``EventConfig`` (channels per action, payload fields), the registry of every
+configuration (for checks, ``/__schema`` and AsyncAPI), and the suppression that keeps a change to one event
+when a ViewSet and model signals both publish it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Events from data changes: ``EventConfig``, ``_meta``, publishing after commit.
-
-This module knows nothing of DRF (that is ``viewsets``); it builds payloads
-from model fields for ``register_model_events`` and publishes every event
-with ``transaction.on_commit``, so a rolled-back change publishes nothing and
-a subscriber can always read the committed row.
+"""``register_model_events``: events from ``post_save`` and ``post_delete``, so that changes made outside the
+API (the admin, the shell, jobs) publish too; quiet while a ViewSet publishes the same change itself.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Events from data changes: ``EventConfig``, ``_meta``, publishing after commit.
+"""Publishing an event as part of the current transaction: after the commit (Pub/Sub), or as an outbox row
+in it (``DELIVERY = "durable"``); never for a rollback, so a subscriber can always read the committed row.
 
-This module knows nothing of DRF (that is ``viewsets``); it builds payloads
-from model fields for ``register_model_events`` and publishes every event
-with ``transaction.on_commit``, so a rolled-back change publishes nothing and
-a subscriber can always read the committed row.
+An event is the payload narrowed to its ``payload_fields`` plus ``_meta``
+(channel, action, entity, change id, time, and the previous values of what
+changed on an update).
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Which Redis a URL names, and redis-py clients for it: one node, a Sentinel-monitored primary, or a Cluster.
+"""A Redis Cluster: redis-py's cluster clients, connections to any node, and multi-key work split per slot.
 
-``redis+sentinel://[user:password@]host:26379,host2:26379/SERVICE[/db]``
-(``rediss+sentinel://`` for TLS) names the sentinels and the service; the
-clients ask the sentinels for the current primary on every (re)connect, so
-a failover is followed instead of writing to a demoted primary until it
-refuses. ``redis+cluster://[user:password@]host:port,host:port``
-(``rediss+cluster://``) names some nodes of a Redis Cluster; redis-py's
-cluster clients discover the rest. Plain ``redis://``, ``rediss://`` and
-``unix://`` URLs go to redis-py's ``from_url`` unchanged.
+``redis+cluster://`` names some nodes; redis-py's cluster clients discover
+the rest. A Cluster refuses a command whose keys live in different slots
+(``CROSSSLOT``), and a ``SCAN`` sees one node. redis-py's own multi-key
+``UNLINK`` sends one round trip per slot; here the commands for every slot a
+batch touches go out in one pipeline per node, and the primaries are
+scanned side by side.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Which Redis a URL names, and redis-py clients for it: one node, a Sentinel-monitored primary, or a Cluster.
+"""A Sentinel-monitored primary: clients that follow a failover the moment it happens.
 
-``redis+sentinel://[user:password@]host:26379,host2:26379/SERVICE[/db]``
-(``rediss+sentinel://`` for TLS) names the sentinels and the service; the
-clients ask the sentinels for the current primary on every (re)connect, so
-a failover is followed instead of writing to a demoted primary until it
-refuses. ``redis+cluster://[user:password@]host:port,host:port``
-(``rediss+cluster://``) names some nodes of a Redis Cluster; redis-py's
-cluster clients discover the rest. Plain ``redis://``, ``rediss://`` and
-``unix://`` URLs go to redis-py's ``from_url`` unchanged.
+The clients ask the sentinels for the current primary on every (re)connect,
+so a failover is followed instead of writing to a demoted primary until it
+refuses. redis-py's Sentinel pools ask only when they connect, and a
+connection to a demoted primary keeps working until the sentinels
+reconfigure it: writes acknowledged there in between are lost when it
+resyncs from the new primary (about 10 s of them, measured without the
+watcher). So one daemon thread per monitored service listens for
+``+switch-master`` on any live sentinel and tells the registered clients,
+which disconnect their pools and pin the announced primary; the next command
+connects to it.
 """
 
 from __future__ import annotations

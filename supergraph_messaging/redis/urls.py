@@ -1,13 +1,12 @@
-"""Which Redis a URL names, and redis-py clients for it: one node, a Sentinel-monitored primary, or a Cluster.
+"""Which Redis a URL names: one node, a Sentinel-monitored primary, or a Cluster.
 
 ``redis+sentinel://[user:password@]host:26379,host2:26379/SERVICE[/db]``
-(``rediss+sentinel://`` for TLS) names the sentinels and the service; the
-clients ask the sentinels for the current primary on every (re)connect, so
-a failover is followed instead of writing to a demoted primary until it
-refuses. ``redis+cluster://[user:password@]host:port,host:port``
-(``rediss+cluster://``) names some nodes of a Redis Cluster; redis-py's
-cluster clients discover the rest. Plain ``redis://``, ``rediss://`` and
-``unix://`` URLs go to redis-py's ``from_url`` unchanged.
+(``rediss+sentinel://`` for TLS) names the sentinels and the service;
+``redis+cluster://[user:password@]host:port,host:port``
+(``rediss+cluster://``) names some nodes of a Redis Cluster. Plain
+``redis://``, ``rediss://`` and ``unix://`` URLs go to redis-py's
+``from_url`` unchanged. Parsing and masking only: the clients are in
+:mod:`.sentinel`, :mod:`.cluster` and :mod:`.client`.
 """
 
 from __future__ import annotations
