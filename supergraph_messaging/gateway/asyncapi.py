@@ -16,13 +16,15 @@ an ``EventConfig`` is a ``send`` on a Redis channel; a handler is a
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from supergraph_messaging.cache import invalidation
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery.subscriber import get_global_subscriber
 from supergraph_messaging.events import config
-from supergraph_messaging.realtime.subscriptions import _TYPED_OPS, Subscription, registry
+from supergraph_messaging.realtime.filters import TYPED_OPS
+from supergraph_messaging.realtime.subscriptions import Subscription, registry
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -57,6 +59,8 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "ForeignKey": {"type": ["integer", "string", "null"]},
 }
 _PY_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+#: A ``Decimal`` field compares as a number, written either way (DRF writes a ``DecimalField`` as a string).
+_DECIMAL_TYPES = ["number", "string"]
 
 META_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -115,13 +119,14 @@ def _filter_schema(subscription: type[Subscription]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for field, ops in subscription.filters.items():
         kinds = subscription.field_types.get(field)
-        types = [_PY_TYPES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)) if k in _PY_TYPES]
+        declared = kinds if isinstance(kinds, tuple) else (kinds,)
+        types = [_PY_TYPES[k] for k in declared if k in _PY_TYPES] + (_DECIMAL_TYPES if Decimal in declared else [])
         value: dict[str, Any] = {"type": types[0] if len(types) == 1 else types} if types else {}
         for op in ops:
             if op == "in":
                 schema: dict[str, Any] = {"type": "array", "items": value}
             else:
-                schema = value if op in _TYPED_OPS else {}
+                schema = value if op in TYPED_OPS else {}
             properties[f"{field}__{op}"] = schema
             if op == "eq":
                 properties[field] = value

@@ -23,7 +23,8 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.gateway.remote import is_remote
 from supergraph_messaging.gateway.schema_views import has_service_token
 from supergraph_messaging.realtime.auth import BadAssertion, asserted_user, read_assertion
-from supergraph_messaging.realtime.subscriptions import FilterError, get_subscription
+from supergraph_messaging.realtime.filters import FilterError
+from supergraph_messaging.realtime.subscriptions import get_subscription
 
 
 def _answer(allowed: bool, code: str = "", message: str = "", server_filters: Any = None) -> JsonResponse:

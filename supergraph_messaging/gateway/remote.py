@@ -29,14 +29,9 @@ from supergraph_messaging.gateway.notices import NOTICE_CHANNEL, UNREACHABLE, No
 from supergraph_messaging.gateway.schema import ACCESS_LEVELS, TYPES_BY_NAME, check_entry, parse_schema
 from supergraph_messaging.gateway.services import Ownership, Service
 from supergraph_messaging.realtime.auth import sign_assertion
+from supergraph_messaging.realtime.filters import Refused
 from supergraph_messaging.realtime.hub import Route, get_hub
-from supergraph_messaging.realtime.subscriptions import (
-    Directory,
-    Refused,
-    Subscription,
-    get_subscription,
-    registry,
-)
+from supergraph_messaging.realtime.subscriptions import Directory, Subscription, get_subscription, registry
 
 logger = logging.getLogger("supergraph_messaging.gateway")
 

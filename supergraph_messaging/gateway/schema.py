@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from supergraph_messaging.realtime.subscriptions import JSON_TYPES, OPERATORS
+from supergraph_messaging.realtime.filters import JSON_TYPES, OPERATORS
 
 #: The order of ``SCHEMA_ACCESS`` values, least strict first.
 ACCESS_LEVELS = ("public", "staff", "token")

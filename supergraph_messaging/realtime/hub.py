@@ -20,7 +20,7 @@ from supergraph_messaging.delivery.history import Position, current, entry_at, f
 from supergraph_messaging.delivery.subscriber import RedisSubscriber
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.realtime.auth import SESSION_ENDED_CHANNEL
-from supergraph_messaging.realtime.subscriptions import Condition, match_key
+from supergraph_messaging.realtime.filters import Condition, match_key
 from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
 from supergraph_messaging.redis.keys import is_glob
@@ -76,8 +76,11 @@ class Route:
 
 
 def _pick_index(conditions: list[Condition]) -> tuple[str, tuple[Any, ...]] | None:
-    """The (field, values) to index this route under: its first eq/in on hashable values."""
+    """The (field, values) to index this route under: its first eq/in on hashable values (not a numeric one:
+    an event's ``"20.00"`` must find a route indexed under 20)."""
     for c in conditions:
+        if c.numeric:
+            continue
         if c.op == "eq" and isinstance(c.value, _HASHABLE):
             return c.field, (match_key(c.value),)
         if c.op == "in" and isinstance(c.value, frozenset):

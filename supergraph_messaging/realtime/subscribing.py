@@ -15,6 +15,7 @@ from typing import Any
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery.history import Position, fill
+from supergraph_messaging.realtime.filters import Refused, raw_prefilter
 from supergraph_messaging.realtime.hub import Route, get_hub
 from supergraph_messaging.realtime.protocol import (
     DUPLICATE_ID,
@@ -32,7 +33,7 @@ from supergraph_messaging.realtime.protocol import (
     quoted,
     subscribe_request,
 )
-from supergraph_messaging.realtime.subscriptions import Directory, Refused, raw_prefilter
+from supergraph_messaging.realtime.subscriptions import Directory
 from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
 
 logger = logging.getLogger("supergraph_messaging.ws")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from supergraph_messaging import aredis_publish
+from supergraph_messaging import Subscription, aredis_publish
 from supergraph_messaging.realtime.hub import get_hub
 from tests.support.asgi import application
 
@@ -112,6 +113,27 @@ async def test_every_operator(hub: None, filters: dict[str, Any], matching: list
             break
         got.append(message["payload"]["data"]["camera_id"])
     assert got == matching
+    await comm.disconnect()
+
+
+class PriceUpdates(Subscription):
+    """Prices as DRF serializes a DecimalField: strings."""
+
+    entity = "PriceUpdatesForConsumerTests"
+    channels = ["price.updates"]
+    filters = {"price": ["lt"], "sku": ["eq"]}
+    field_types = {"price": Decimal}
+
+
+async def test_a_decimal_filter_matches_prices_sent_as_strings(hub: None) -> None:
+    comm = await connect()
+    reply = await subscribe(comm, "cheap", PriceUpdates.entity, filters={"price__lt": 20})
+    assert reply["type"] == "subscribed", reply
+    for sku, price in [("A", "19.99"), ("B", "20.00"), ("C", "100"), ("D", 5), ("E", "-"), ("F", "9.5")]:
+        await aredis_publish("price.updates", {"sku": sku, "price": price})
+    got = [(await comm.receive_json_from(timeout=3))["payload"]["data"]["sku"] for _ in range(3)]
+    assert got == ["A", "D", "F"]
+    assert await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
 
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
+from supergraph_messaging.realtime.filters import Condition, FilterError
 from supergraph_messaging.realtime.hub import ChannelRoutes, Route
-from supergraph_messaging.realtime.subscriptions import Condition, FilterError, Subscription
+from supergraph_messaging.realtime.subscriptions import Subscription
 
 
 class Sink:
@@ -41,6 +44,50 @@ def test_matching_is_json_strict_and_index_agrees(filters: dict, event: dict, ex
     candidates = routes.candidates(event)
     assert route.matches(event) is expected
     assert (route in candidates and route.matches(event)) is expected
+
+
+class Prices(Subscription):
+    entity = "PricesForUnitTests"
+    channels = ["prices"]
+    filters = {"price": ["eq", "in", "lt", "gte"], "sku": ["eq"]}
+    field_types = {"price": Decimal, "sku": str}
+
+
+@pytest.mark.parametrize(("filters", "event", "expected"), [
+    ({"price__lt": 20}, {"price": "19.99"}, True),  # DRF writes a DecimalField as a string
+    ({"price__lt": 20}, {"price": "20.00"}, False),
+    ({"price__lt": "20"}, {"price": 19.5}, True),  # a number, or a numeric string, either side
+    ({"price__gte": 20.5}, {"price": "20.50"}, True),
+    ({"price": 20}, {"price": "20.00"}, True),  # eq is numeric too, and the index agrees
+    ({"price__in": [10, "20.5"]}, {"price": "20.50"}, True),
+    ({"price__in": [10, "20.5"]}, {"price": "10"}, True),
+    ({"price__in": [10, "20.5"]}, {"price": "11"}, False),
+    ({"price__lt": 20}, {"price": "cheap"}, False),  # not a number: no match, never an error
+    ({"price__lt": 20}, {"price": True}, False),
+    ({"price__lt": 20}, {"price": None}, False),
+    ({"price__lt": 20}, {"price": "1" * 100}, False),  # longer than any price: not read as a number
+    ({"price": None}, {"price": None}, True),  # eq null: as for any field
+    ({"sku": "20"}, {"sku": 20}, False),  # a field not declared Decimal stays JSON-strict
+])
+def test_a_decimal_field_compares_as_a_number(filters: dict, event: dict, expected: bool) -> None:
+    route = Route(Sink(), "1", Prices.entity, Prices.channels, Prices.parse_filters(filters, 100), None)
+    routes = ChannelRoutes()
+    routes.add(route)
+    assert route.matches(event) is expected
+    assert (route in routes.candidates(event) and route.matches(event)) is expected
+
+
+def test_a_decimal_filter_that_is_no_number_is_refused_and_has_no_raw_needle() -> None:
+    from supergraph_messaging.realtime.filters import raw_prefilter
+
+    for bad in ("cheap", True, ["1", "x"], "nan", "Infinity"):
+        with pytest.raises(FilterError, match=r"PricesForUnitTests\.price is a decimal"):
+            Prices.parse_filters({"price__in" if isinstance(bad, list) else "price__lt": bad}, 100)
+    assert raw_prefilter(Prices.parse_filters({"price": 20}, 100)) is None  # "20" is not in '"price":"2E+1"'
+    assert raw_prefilter(Prices.parse_filters({"price": 20, "sku": "A"}, 100)) is not None
+    from supergraph_messaging.realtime.subscriptions import describe
+
+    assert describe([Prices])[0]["field_types"]["price"] == ["a decimal (a number or a numeric string)"]
 
 
 def test_remove_cleans_the_index() -> None:
@@ -144,4 +191,20 @@ def test_declared_types_accept_what_can_match() -> None:
         assert Typed.parse_filters(filters, 100)
     assert Typed.check() == []
     assert "field_types" in _declare(field_types={"nope": int}).check()[0]
-    assert "must be int, float, str or bool" in _declare(filters={"a": ["eq"]}, field_types={"a": list}).check()[0]
+    declared_list = _declare(filters={"a": ["eq"]}, field_types={"a": list})
+    assert "must be int, float, str, bool or Decimal" in declared_list.check()[0]
+
+
+def test_a_gateway_keeps_a_services_decimal_field() -> None:
+    """A service's /__schema names the type; the gateway's class compares the same way as the service's."""
+    from supergraph_messaging.gateway.remote import remote_class
+    from supergraph_messaging.realtime.subscriptions import registry
+
+    described = {"entity": "RemotePricesForUnitTests", "channels": ["remote.prices"], "filters": {"price": ["lt"]},
+                 "field_types": {"price": ["a decimal (a number or a numeric string)"]}}
+    cls = remote_class("svc", described)
+    try:
+        [condition] = cls.parse_filters({"price__lt": "20"}, 100)
+        assert condition.numeric and condition.matches({"price": "19.99"}) and not condition.matches({"price": "20"})
+    finally:
+        registry[:] = [c for c in registry if c is not cls]
