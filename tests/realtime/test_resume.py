@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from supergraph_messaging import aredis_publish
 from supergraph_messaging.delivery import history, streams
-from supergraph_messaging.realtime import subscriptions
+from supergraph_messaging.realtime import filters
 from supergraph_messaging.realtime.hub import get_hub
 from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.client import get_redis_client
@@ -305,7 +305,7 @@ async def test_entries_without_a_size_are_read_in_pages_and_still_bounded(hub: N
     conn = get_redis_client().aredis
     assert await history.missed(conn, "camera.events", (0, "old"), 300, 20_000) is None  # 40 KB > 20 KB
     found = await history.missed(conn, "camera.events", (25, "old"), 300, 20_000,
-                                  subscriptions.raw_prefilter([subscriptions.Condition("camera_id", "eq", 1)]))
+                                  filters.raw_prefilter([filters.Condition("camera_id", "eq", 1)]))
     assert found is not None and [data["n"] for _pos, data in found.events] == [27, 29, 31, 33, 35, 37, 39]
     assert found.events[0][0] == (27, "old")
 
@@ -339,6 +339,6 @@ def test_the_raw_prefilter_never_rejects_an_event_that_matches(encode: Any) -> N
         op = rng.choice(["eq", "in"])
         value = rng.choice(values) if op == "eq" else rng.sample(values, 3)
         conditions = CameraEvents.parse_filters({f"x__{op}": value}, 10, declared=False)
-        test = subscriptions.raw_prefilter(conditions)
+        test = filters.raw_prefilter(conditions)
         if test is not None and not test(encode(event).encode()):
             assert not all(c.matches(event) for c in conditions), (event, conditions)
