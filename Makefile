@@ -6,7 +6,7 @@ LOCK   := requirements/dev.txt
 # The venv is rebuilt from scratch whenever the lock (or the project's metadata) changes, so it holds exactly the lock.
 STAMP  := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo lint bench clean lock test-matrix
+.PHONY: test demo lint bench budget budget-update clean lock test-matrix
 
 $(STAMP): $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -41,6 +41,15 @@ PYTEST_ARGS ?=
 
 test: lint $(NODE_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) benchmarks/budget.py
+
+# Instructions per hot-path operation under valgrind, against benchmarks/budget.json (fails at +10%).
+budget: $(STAMP)
+	$(PY) benchmarks/budget.py
+
+# Rewrite benchmarks/budget.json from this tree; a commit that does so says why.
+budget-update: $(STAMP)
+	$(PY) benchmarks/budget.py --update
 
 demo: $(STAMP)
 	$(PY) demo_project/run.py

@@ -79,6 +79,21 @@ def setup_test_project(server: RedisServer, database: str = "sqlite") -> None:
 BATCH = 500
 
 
+def cached_lookups(prefix: str, value: Any) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """``@redis_cache`` lookups returning ``value``: one in Redis, one near-cached (``local=True``)."""
+    from supergraph_messaging import redis_cache
+
+    @redis_cache(key=f"{prefix}:mac:{{mac}}")
+    def lookup(mac: str) -> Any:
+        return value
+
+    @redis_cache(key=f"{prefix}:near:{{mac}}", local=True)
+    def near(mac: str) -> Any:
+        return value
+
+    return lookup, near
+
+
 def per_op_us(fn: Callable[[], Any], n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):

@@ -28,7 +28,8 @@ from supergraph_messaging.events import config
 from supergraph_messaging.models import CacheKey, OutboxEvent
 from supergraph_messaging.realtime.subscriptions import describe
 from supergraph_messaging.redis import cluster
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import LEASE_SUFFIX, VERSION_SUFFIX, escape_glob
 
 COUNT_LIMIT = 10_000

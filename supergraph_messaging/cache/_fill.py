@@ -19,7 +19,7 @@ from supergraph_messaging.cache import stats
 from supergraph_messaging.cache.manager import ttl_ms
 from supergraph_messaging.conf import conf
 from supergraph_messaging.redis import scripts
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.serialization import UNDECODABLE, loads
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def drive(steps: Generator[Step, Any, Any], func: Callable[..., Any], client: An
             time.sleep(step[1])
         else:
             try:
-                reply = scripts.run(client.redis, *step[1:])
+                reply = client.script(*step[1:])
             except REDIS_ERRORS as exc:
                 client.breaker.record_failure(exc)
                 reply = UNAVAILABLE
@@ -130,7 +130,6 @@ def drive(steps: Generator[Step, Any, Any], func: Callable[..., Any], client: An
 async def adrive(steps: Generator[Step, Any, Any], func: Callable[..., Any], client: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Any:
     """Run the steps of a fill with the async client."""
-    conn = client.aredis
     reply: Any = None
     error: BaseException | None = None
     while True:
@@ -149,7 +148,7 @@ async def adrive(steps: Generator[Step, Any, Any], func: Callable[..., Any], cli
         else:
             try:
                 # Shielded: a cancelled caller still releases its lease.
-                reply = await asyncio.shield(scripts.arun(conn, *step[1:]))
+                reply = await asyncio.shield(client.ascript(*step[1:]))
             except REDIS_ERRORS as exc:
                 client.breaker.record_failure(exc)
                 reply = UNAVAILABLE

@@ -28,8 +28,9 @@ from supergraph_messaging.cache.templates import KeyTemplate
 from supergraph_messaging.conf import conf
 from supergraph_messaging.exceptions import CacheKeyError
 from supergraph_messaging.redis import scripts
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
-from supergraph_messaging.redis.keys import full_key, lease_key
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
+from supergraph_messaging.redis.keys import LEASE_SUFFIX, full_key, lease_key
 from supergraph_messaging.redis.serialization import UNDECODABLE, decode_or_undecodable, dumps, loads
 
 P = ParamSpec("P")
@@ -62,7 +63,7 @@ class CachedFunction:
         self.local = local
         self._near: near.NearCache | None = None  # the near cache of the client last used
         plain = not any("." in field or "[" in field for field in self.template.fields)
-        self._memo: dict[tuple[Any, ...], str] | None = {} if plain else None
+        self._memo: dict[Any, str] | None = {} if plain else None
         self.name = self.template.template
         if local:
             near.watch(self.template.template.split("{", 1)[0])
@@ -78,21 +79,36 @@ class CachedFunction:
                 f"{unknown[0]!r} is not a parameter of the function."
             )
 
-    def key_for(self, *args: Any, **kwargs: Any) -> str:
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The Redis key a call with these arguments uses.
 
-        Positional ``str``/``int`` arguments map to the same key every time (a template without
-        attribute or item access): remembered, since binding and formatting cost a near-cache hit
-        a quarter of its time. (Only those types: ``1``, ``1.0`` and ``True`` are one dict key.)
+        A call with ``str``/``int`` arguments maps to the same key every time (a template without
+        attribute or item access): remembered, since binding and formatting would cost a hit a tenth of
+        its instructions. (Only those types: ``1``, ``1.0`` and ``True`` are one dict key.) One argument,
+        the common case, is remembered under itself, without a tuple or a type check per element.
         """
-        if not kwargs and self._memo is not None and all(type(a) is str or type(a) is int for a in args):
-            relative = self._memo.get(args)
-            if relative is None:
-                relative = self.template.fill(self.binder.bind(args, kwargs))
-                if len(self._memo) < KEY_MEMO_SIZE:
-                    self._memo[args] = relative
-            return full_key(relative)
+        memo = self._memo
+        if memo is not None and not kwargs:
+            if len(args) == 1:
+                only = args[0]
+                kind = type(only)
+                if kind is str or kind is int:
+                    relative = memo.get(only)
+                    if relative is None:
+                        relative = self._remember(only, args)
+                    return conf.key_prefix + relative
+            elif all(type(a) is str or type(a) is int for a in args):
+                relative = memo.get(args)
+                if relative is None:
+                    relative = self._remember(args, args)
+                return conf.key_prefix + relative
         return full_key(self.template.fill(self.binder.bind(args, kwargs)))
+
+    def _remember(self, memo_key: Any, args: tuple[Any, ...]) -> str:
+        relative = self.template.fill(self.binder.bind(args, {}))
+        if self._memo is not None and len(self._memo) < KEY_MEMO_SIZE:
+            self._memo[memo_key] = relative
+        return relative
 
     def relative_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The key without ``KEY_PREFIX``, as ``CacheManager()`` takes it.
@@ -129,22 +145,22 @@ class CachedFunction:
 
     # -- sync ---------------------------------------------------------------
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        key = self.key_for(*args, **kwargs)
+        key = self.key(args, kwargs)
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
             cache, value = self._local(client, key)
             if value is not UNDECODABLE:
                 return value
-            lease, token = lease_key(key, client.cluster), new_token()
+            lease, token = lease_key(key, True) if client.cluster else key + LEASE_SUFFIX, new_token()
             try:
                 if cache is None:
-                    reply = scripts.run(client.redis, scripts.ACQUIRE, [key, lease], [token, lease_ms()])
+                    reply = client.script(scripts.ACQUIRE, [key, lease], [token, lease_ms()])
                 else:
                     mark = cache.begin(key)
                     reply = None
                     try:
-                        reply = scripts.run(client.redis, scripts.ACQUIRE_TTL, [key, lease], [token, lease_ms()])
+                        reply = client.script(scripts.ACQUIRE_TTL, [key, lease], [token, lease_ms()])
                     finally:
                         reply = cache.settle(key, mark, reply)
             except REDIS_ERRORS as exc:
@@ -164,26 +180,26 @@ class CachedFunction:
 
     # -- async --------------------------------------------------------------
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        key = self.key_for(*args, **kwargs)
+        key = self.key(args, kwargs)
         client = get_redis_client()
         breaker = client.breaker
         if breaker.allow():
             cache, value = self._local(client, key)
             if value is not UNDECODABLE:
                 return value
-            # A GET, not ACQUIRE as in call(): redis-py's asyncio client sends a script measurably slower
-            # than a GET (85 against 74 us, where the sync client shows no difference), and hits come first.
-            # (With a near cache Redis is asked only on a local miss: then ACQUIRE_TTL, which takes the lease.)
-            lease, token = lease_key(key, client.cluster), new_token()
+            # A GET, not ACQUIRE as in call(): on the asyncio path the script's cost shows (side by side,
+            # benchmarks/bench_cache.py: a GET hit 0.80x raw redis-py, an ACQUIRE hit 0.97x), and hits come
+            # first; a miss then takes one round trip more. (With a near cache Redis is asked only on a local
+            # miss: then ACQUIRE_TTL, which takes the lease.)
+            lease, token = lease_key(key, True) if client.cluster else key + LEASE_SUFFIX, new_token()
             reply: Any = None
             try:
                 if cache is None:
-                    reply = await client.aredis.get(key)
+                    reply = await client.aget(key)
                 else:
                     mark = cache.begin(key)
                     try:
-                        reply = await scripts.arun(client.aredis, scripts.ACQUIRE_TTL, [key, lease],
-                                                   [token, lease_ms()])
+                        reply = await client.ascript(scripts.ACQUIRE_TTL, [key, lease], [token, lease_ms()])
                     finally:
                         reply = cache.settle(key, mark, reply)
             except REDIS_ERRORS as exc:

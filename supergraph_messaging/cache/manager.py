@@ -121,8 +121,8 @@ class CacheManager:
         clustered = client.cluster
         try:
             with client.boundary:
-                scripts.run(client.redis, scripts.SET, [full, lease_key(full, clustered), version_key(full, clustered)],
-                            [payload, ms, version or ""])
+                client.script(scripts.SET, [full, lease_key(full, clustered), version_key(full, clustered)],
+                              [payload, ms, version or ""])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
             near.forget(client, full)
@@ -198,9 +198,8 @@ class CacheManager:
         clustered = client.cluster
         try:
             with client.boundary:
-                await scripts.arun(client.aredis, scripts.SET,
-                                   [full, lease_key(full, clustered), version_key(full, clustered)],
-                                   [payload, ms, version or ""])
+                await client.ascript(scripts.SET, [full, lease_key(full, clustered), version_key(full, clustered)],
+                                     [payload, ms, version or ""])
         finally:
             # after the write: a read that raced it may have kept the old value meanwhile
             near.forget(client, full)

@@ -55,8 +55,9 @@ from typing import Any
 import redis
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.redis.client import REDIS_ERRORS, RedisClient
+from supergraph_messaging.redis.client import RedisClient
 from supergraph_messaging.redis.client import _clients as registered_clients
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.cache")
 

@@ -11,7 +11,8 @@ import logging
 import threading
 from collections import Counter
 
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_key
 
 logger = logging.getLogger("supergraph_messaging.stats")

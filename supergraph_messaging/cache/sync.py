@@ -22,7 +22,7 @@ from supergraph_messaging.cache.manager import DEFAULT, TTL, CacheManager
 from supergraph_messaging.cache.templates import KeyTemplate
 from supergraph_messaging.events import changes
 from supergraph_messaging.events.changes import field_value
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.cache")
 

@@ -87,6 +87,8 @@ class Settings(RedisSettings, DeliverySettings, WebSocketSettings, GatewaySettin
     def clear(self) -> None:
         self._memo.clear()
         self._converted.clear()
+        for spec in SETTINGS.values():
+            self.__dict__.pop(spec.attr, None)  # memoised by Setting.__get__
 
     @property
     def unknown_keys(self) -> list[str]:

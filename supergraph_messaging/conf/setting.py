@@ -45,10 +45,10 @@ class Setting(Generic[_T]):
     def __get__(self, obj: Settings | None, owner: type) -> Setting[_T] | _T:
         if obj is None:
             return self
-        try:
-            value: _T = obj._converted[self.attr]
-        except KeyError:
-            value = obj._converted[self.attr] = self.convert(obj._get(self.key))
+        value: _T = self.convert(obj._get(self.key))
+        # Into the instance's own dict: from now on an attribute read that never calls this (a Setting
+        # has no __set__, so the instance dict wins), cheap on the cache-hit path; Settings.clear() drops it.
+        obj.__dict__[self.attr] = value
         return value
 
     def __repr__(self) -> str:

@@ -27,8 +27,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.redis.client import REDIS_ERRORS, RedisClient, get_redis_client, pubsub_kwargs
+from supergraph_messaging.redis.client import RedisClient, get_redis_client, pubsub_kwargs
 from supergraph_messaging.redis.cluster import node_async_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_channel, is_glob, is_sharded, key_slot
 
 logger = logging.getLogger("supergraph_messaging.pubsub")

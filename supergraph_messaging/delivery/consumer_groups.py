@@ -38,7 +38,8 @@ from django.db import IntegrityError, close_old_connections, transaction
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import streams
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.serialization import UNDECODABLE, decode_or_undecodable
 from supergraph_messaging.signals import stream_reset
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from supergraph_messaging.delivery import streams
 from supergraph_messaging.redis import scripts
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import is_glob
 from supergraph_messaging.redis.serialization import UNDECODABLE, decode_or_undecodable
 

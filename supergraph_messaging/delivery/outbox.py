@@ -29,7 +29,8 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import streams
 from supergraph_messaging.delivery.pipelined import publisher
 from supergraph_messaging.exceptions import NotReplicated
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.serialization import dumps, without_position
 from supergraph_messaging.signals import EVENTS, event_published
 

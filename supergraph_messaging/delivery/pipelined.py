@@ -33,7 +33,8 @@ import redis
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery._wire import ClosedBeforeSend, Wire, open_wire
-from supergraph_messaging.redis.client import REDIS_ERRORS, RedisClient, get_redis_client
+from supergraph_messaging.redis.client import RedisClient, get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_channel
 from supergraph_messaging.redis.serialization import dumps, without_position
 from supergraph_messaging.signals import EVENTS, event_published

@@ -39,7 +39,7 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import replication
 from supergraph_messaging.exceptions import NotReplicated
 from supergraph_messaging.redis import scripts
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_channel, is_sharded
 
 logger = logging.getLogger("supergraph_messaging.streams")

@@ -21,7 +21,8 @@ from supergraph_messaging.delivery.pipelined import failed, published, publisher
 from supergraph_messaging.delivery.publish import send
 from supergraph_messaging.events import changes
 from supergraph_messaging.events.config import EventConfig
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.events")
 

@@ -13,7 +13,7 @@ from supergraph_messaging.delivery.history import Position
 from supergraph_messaging.delivery.publish import redis_publish
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.realtime.hub import Route
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.gateway")
 

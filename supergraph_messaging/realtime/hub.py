@@ -22,7 +22,8 @@ from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.realtime.auth import SESSION_ENDED_CHANNEL
 from supergraph_messaging.realtime.filters import Condition, match_key
 from supergraph_messaging.redis import serialization
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import is_glob
 
 logger = logging.getLogger("supergraph_messaging.hub")

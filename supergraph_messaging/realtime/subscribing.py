@@ -34,7 +34,8 @@ from supergraph_messaging.realtime.protocol import (
     subscribe_request,
 )
 from supergraph_messaging.realtime.subscriptions import Directory
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.ws")
 

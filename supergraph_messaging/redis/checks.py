@@ -138,7 +138,8 @@ def check_redis_version(app_configs: Any = None, databases: Any = None, **kwargs
     needs = server_needs()
     if not databases or not needs:
         return []
-    from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+    from supergraph_messaging.redis.client import get_redis_client
+    from supergraph_messaging.redis.errors import REDIS_ERRORS
 
     client = get_redis_client()
     try:

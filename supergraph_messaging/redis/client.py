@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -27,9 +27,11 @@ from redis.retry import Retry
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.exceptions import MessagingError, RedisUnavailable
-from supergraph_messaging.redis import cluster, sentinel, serialization, urls
+from supergraph_messaging.redis import cluster, scripts, sentinel, serialization, urls
 from supergraph_messaging.redis.breaker import CircuitBreaker
 from supergraph_messaging.redis.cluster import AsyncCluster, Cluster, _cluster_client
+from supergraph_messaging.redis.direct import DirectCommands, pack
+from supergraph_messaging.redis.errors import ErrorBoundary
 from supergraph_messaging.redis.keys import full_channel, is_sharded
 from supergraph_messaging.redis.sentinel import (
     AsyncFollowingConnection,
@@ -41,45 +43,6 @@ from supergraph_messaging.redis.sentinel import (
 from supergraph_messaging.redis.urls import is_cluster
 
 SyncRedis = redis.Redis
-
-#: What "Redis is unavailable" means: redis-py's own connection, timeout, read-only and
-#: cluster-state errors (a Cluster no node of which answers raises ``cluster.ClusterUnreachable``,
-#: a ``ConnectionError``; ``CROSSSLOT`` and redis-py's other ``RedisClusterException`` are bugs to
-#: see, not outages), and our :class:`RedisUnavailable`. Never a bare ``OSError`` or
-#: ``TimeoutError``: those come from user code (an HTTP fallback to a service that is
-#: down), and blaming them on Redis would run the function twice and open the breaker.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.MovedError,
-    redis.exceptions.SlotNotCoveredError,
-    RedisUnavailable,
-)
-
-
-class ErrorBoundary:
-    """``with client.boundary:`` turns Redis errors into :class:`RedisUnavailable` naming the URL.
-
-    A plain (sync) context manager, so it wraps an ``await`` as well as a
-    call, and costs no generator per use. Only Redis calls belong inside it.
-    """
-
-    __slots__ = ("client",)
-
-    def __init__(self, client: RedisClient) -> None:
-        self.client = client
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is not None and isinstance(exc, REDIS_ERRORS) and not isinstance(exc, RedisUnavailable):
-            raise self.client.unavailable(exc) from exc
-        return False
 
 _override_url: str | None = None
 _clients: dict[str, RedisClient] = {}
@@ -150,6 +113,9 @@ class RedisClient:
         self.generation = 0
         #: A Redis Cluster: multi-key work goes per slot, SCANs per primary, Pub/Sub to any node.
         self.cluster = urls.is_cluster(url)
+        #: The cache's reads and fills, on connections of their own (:mod:`.direct`); a Cluster has none.
+        self.direct: DirectCommands | None = None if self.cluster else DirectCommands(
+            lambda: self.generation, lambda: self.redis.connection_pool, lambda: self.aredis.connection_pool)
         if urls.is_sentinel(url):
             from supergraph_messaging.redis import sentinel
 
@@ -278,6 +244,26 @@ class RedisClient:
         with self.boundary:
             await self.aredis.ping()
         return self
+
+    def script(self, src: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script of :mod:`.scripts` (loading it if Redis forgot it); Redis errors propagate."""
+        direct = self.direct
+        if direct is None:
+            return scripts.run(self.redis, src, keys, args)
+        return direct.script(src, keys, args)
+
+    async def ascript(self, src: str, keys: list[str], args: list[Any]) -> Any:
+        direct = self.direct
+        if direct is None:
+            return await scripts.arun(self.aredis, src, keys, args)
+        return await direct.ascript(src, keys, args)
+
+    async def aget(self, key: str) -> Any:
+        """``GET`` on the running loop's own connections (:mod:`.direct`); Redis errors propagate."""
+        direct = self.direct
+        if direct is None:
+            return await self.aredis.get(key)
+        return await direct.aexecute(pack((b"GET", key)))
 
     def publish(self, channel: str, data: Any) -> int:
         """``PUBLISH`` (``SPUBLISH`` for a sharded channel) ``data`` as JSON; returns how many subscribers

@@ -16,7 +16,8 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
 from supergraph_messaging.delivery.consumer_groups import GroupConsumer
 from supergraph_messaging.delivery.subscriber import RedisSubscriber, get_global_subscriber
-from supergraph_messaging.redis.client import REDIS_ERRORS, get_redis_client
+from supergraph_messaging.redis.client import get_redis_client
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 
 logger = logging.getLogger("supergraph_messaging.worker")
 
