@@ -16,7 +16,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -128,31 +129,89 @@ class Handlers:
 
     async def run(self, key: str, channel: str, data: Any) -> None:
         """Call ``key``'s handlers with one message, in order; a failure or a timeout is logged and counted."""
-        timeout = conf.handler_timeout
-        for handler in self.by_channel.get(key, ()):
+        await self._run_from(list(self.by_channel.get(key, ())), channel, data)
+
+    def start(self, key: str, channel: str, data: Any) -> Coroutine[Any, Any, None] | None:
+        """Run ``key``'s async handlers on one message as far as each goes without waiting.
+
+        None when every one finished so (a handler that only computes, the common case: no task, no
+        timer, no queue); else a coroutine that finishes the rest in order, the handler that waited
+        resumed where it stopped and given ``HANDLER_TIMEOUT``, for the channel's worker to await.
+        A sync handler always goes to the worker (it runs in a thread).
+        """
+        handlers = self.by_channel.get(key, ())
+        for index, handler in enumerate(handlers):
+            if handler.sync:
+                return self._run_from(list(handlers[index:]), channel, data)
+            awaitable = handler.call(data, channel) if handler.wants_channel else handler.call(data)
+            if type(awaitable) is not types.CoroutineType:
+                return self._finish(handler, awaitable, list(handlers[index + 1:]), channel, data)
             try:
-                call = handler.call(data, channel) if handler.wants_channel else handler.call(data)
-                # asyncio.timeout, not wait_for: wait_for wraps every call in a task of its own, which
-                # cost a third of the subscriber's throughput.
-                if handler.sync:
-                    async with self.slots, asyncio.timeout(timeout):
-                        await call
-                else:
-                    async with asyncio.timeout(timeout):
-                        await call
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                self.errors += 1
-                logger.error("Handler %s took longer than HANDLER_TIMEOUT (%s s) on a message from %r; its "
-                             "channel moves on%s.", handler.name, timeout, channel,
-                             " (a sync handler keeps running in its thread)" if handler.sync else "")
-            except Exception:
+                waiting_on = awaitable.send(None)
+            except StopIteration:
+                continue
+            except (Exception, asyncio.CancelledError):  # the handler's own: this is no task being cancelled
                 self.errors += 1
                 logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
+                continue
+            return self._finish(handler, _resumed(awaitable, waiting_on), list(handlers[index + 1:]), channel, data)
+        return None
+
+    async def _finish(self, handler: Handler, awaitable: Awaitable[Any], rest: list[Handler], channel: str,
+                      data: Any) -> None:
+        await self._settle(handler, channel, awaitable)
+        await self._run_from(rest, channel, data)
+
+    async def _run_from(self, handlers: list[Handler], channel: str, data: Any) -> None:
+        for handler in handlers:
+            await self._settle(handler, channel,
+                               handler.call(data, channel) if handler.wants_channel else handler.call(data))
+
+    async def _settle(self, handler: Handler, channel: str, call: Awaitable[Any]) -> None:
+        """Await one handler's call under ``HANDLER_TIMEOUT``; a failure or a timeout is logged and counted."""
+        timeout = conf.handler_timeout
+        try:
+            # asyncio.timeout, not wait_for: wait_for wraps every call in a task of its own, which
+            # cost a third of the subscriber's throughput.
+            if handler.sync:
+                async with self.slots, asyncio.timeout(timeout):
+                    await call
+            else:
+                async with asyncio.timeout(timeout):
+                    await call
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self.errors += 1
+            logger.error("Handler %s took longer than HANDLER_TIMEOUT (%s s) on a message from %r; its "
+                         "channel moves on%s.", handler.name, timeout, channel,
+                         " (a sync handler keeps running in its thread)" if handler.sync else "")
+        except Exception:
+            self.errors += 1
+            logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
 
 
-Runner = Callable[[str, str, Any], Awaitable[None]]
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Drive ``coro`` on from where its first step stopped (``waiting_on``: what that step yielded), as
+    ``await`` would have: what the awaiting task sends or throws (a timeout's cancellation) goes in."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
 
 #: Log a channel's drops at most this often (seconds).
 DROP_LOG_INTERVAL = 1.0
@@ -226,15 +285,31 @@ class HandlerRegistry:
         return self.handlers.take_exact(keep)
 
 
+class _Rest:
+    """A queue item: the rest of a message's handlers, started inline (see :meth:`Handlers.start`)."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.coro = coro
+
+
 class HandlerQueues:
     """One ordered queue and worker task per channel, bounded in total (``WORKER_QUEUE_SIZE``): a slow
-    handler delays its own channel only, and a full queue drops loudly, naming the channel."""
+    handler delays its own channel only, and a full queue drops loudly, naming the channel.
 
-    def __init__(self, run: Runner, limit: int) -> None:
-        self._run = run
+    A message for a channel with nothing queued or running has its async handlers started at once,
+    inline (:meth:`Handlers.start`): a handler that finishes without waiting costs no task switch, no
+    timer and no queue. Only a handler that waits (or a sync one) goes to the channel's worker, and
+    every later message of that channel queues behind it, so each channel keeps its order.
+    """
+
+    def __init__(self, handlers: Handlers, limit: int) -> None:
+        self._handlers = handlers
         self.limit = limit
         self._queues: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, int] = {}  # per channel: queued or running
         self._queued = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -247,18 +322,28 @@ class HandlerQueues:
         return self._queued
 
     def put(self, key: str, channel: str, data: Any) -> int:
-        """Queue a message for ``key``'s handlers; returns the channel's queue length (0: dropped,
-        counted and logged because ``WORKER_QUEUE_SIZE`` messages were already waiting)."""
+        """Handle a message for ``key``'s handlers: at once when they finish without waiting (returns 0),
+        else queued behind the channel's earlier ones; returns the channel's queue length (0 also when
+        dropped, counted and logged because ``WORKER_QUEUE_SIZE`` messages were already waiting)."""
+        if not self._pending.get(key):
+            rest = self._handlers.start(key, channel, data)
+            if rest is None:
+                return 0
+            return self._enqueue(key, channel, _Rest(rest))  # started: never dropped
         if self._queued >= self.limit:
             self._drop(channel)
             return 0
+        return self._enqueue(key, channel, data)
+
+    def _enqueue(self, key: str, channel: str, item: Any) -> int:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             self._workers[key] = asyncio.get_running_loop().create_task(self._work(queue), name=f"handlers:{key}")
+        self._pending[key] = self._pending.get(key, 0) + 1
         self._queued += 1
         self._idle.clear()
-        queue.put_nowait((channel, data))
+        queue.put_nowait((channel, item))
         return queue.qsize()
 
     def _drop(self, channel: str) -> None:
@@ -274,10 +359,14 @@ class HandlerQueues:
     async def _work(self, queue: asyncio.Queue[tuple[str, Any]]) -> None:
         key = asyncio.current_task().get_name().removeprefix("handlers:")  # type: ignore[union-attr]
         while True:
-            channel, data = await queue.get()
+            channel, item = await queue.get()
             try:
-                await self._run(key, channel, data)
+                if type(item) is _Rest:
+                    await item.coro
+                else:
+                    await self._handlers.run(key, channel, item)
             finally:
+                self._pending[key] -= 1
                 self._queued -= 1
                 if not self._queued:
                     self._idle.set()

@@ -4,8 +4,9 @@
 The receive loop follows channels_redis: errors are logged and the loop goes
 on, a lost connection is re-established with backoff and every channel is
 resubscribed, cancellation is re-raised, and ``stop()`` closes explicitly.
-The loop only decodes and queues; the handlers run on their channel's queue
-(:mod:`.handlers`).
+The loop decodes and hands each message to :class:`.handlers.HandlerQueues`:
+an idle channel's async handlers start right there, and whatever waits (or
+runs in a thread) finishes on the channel's own worker, in order.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery._subscriber_connection import STOP_TIMEOUT, SubscriberConnection
 from supergraph_messaging.delivery.handlers import HandlerFunc, HandlerQueues, HandlerRegistry
 from supergraph_messaging.redis import serialization
-from supergraph_messaging.redis.client import REDIS_ERRORS
+from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.signals import reconnected
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
@@ -97,7 +98,7 @@ class RedisSubscriber(HandlerRegistry):
         self._connection = SubscriberConnection(self._url, self._dispatch)
         self.handlers.slots = asyncio.Semaphore(conf.handler_concurrency)
         if self._isolate:
-            self._dispatcher = HandlerQueues(self.handlers.run, conf.worker_queue_size)
+            self._dispatcher = HandlerQueues(self.handlers, conf.worker_queue_size)
         self._stopping = False
         self._confirmed = {}
         await self._connect()
