@@ -323,8 +323,8 @@ class HandlerQueues:
 
     def put(self, key: str, channel: str, data: Any) -> int:
         """Handle a message for ``key``'s handlers: at once when they finish without waiting (returns 0),
-        else queued behind the channel's earlier ones; returns the channel's queue length (0 also when
-        dropped, counted and logged because ``WORKER_QUEUE_SIZE`` messages were already waiting)."""
+        else queued behind the channel's earlier ones (returns the channel's queue length); -1 when
+        dropped, counted and logged because ``WORKER_QUEUE_SIZE`` messages were already waiting."""
         if not self._pending.get(key):
             rest = self._handlers.start(key, channel, data)
             if rest is None:
@@ -332,7 +332,7 @@ class HandlerQueues:
             return self._enqueue(key, channel, _Rest(rest))  # started: never dropped
         if self._queued >= self.limit:
             self._drop(channel)
-            return 0
+            return -1
         return self._enqueue(key, channel, data)
 
     def _enqueue(self, key: str, channel: str, item: Any) -> int:

@@ -16,7 +16,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from supergraph_messaging.conf import conf
@@ -206,8 +206,8 @@ class RedisSubscriber(HandlerRegistry):
                     attempts = 0
                     self._loop.create_task(self._after_reconnect())  # type: ignore[union-attr]
                 message = await self._connection.get_message()
-                if message is not None:
-                    await self._dispatch(message)
+                if message is not None and (pending := self._handle(message)) is not None:
+                    await pending
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
@@ -238,6 +238,13 @@ class RedisSubscriber(HandlerRegistry):
             logger.exception("A 'reconnected' signal receiver failed.")
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
+        pending = self._handle(message)
+        if pending is not None:
+            await pending
+
+    def _handle(self, message: dict[str, Any]) -> Awaitable[None] | None:
+        """Decode a message and give it to its channel's handlers; returns what to await before reading
+        on (the handlers themselves, without isolation; a turn for a backlog), or None."""
         kind = message["type"]
         if kind == "message" or kind == "smessage":
             key = channel = self._name(message["channel"])
@@ -247,25 +254,27 @@ class RedisSubscriber(HandlerRegistry):
         else:
             if kind in ("subscribe", "psubscribe", "ssubscribe"):
                 self._confirmed.setdefault(self._name(message["channel"]), asyncio.Event()).set()
-            return
+            return None
         if not self._by_channel.get(key):
-            return
+            return None
         try:
             data = serialization.loads(message["data"])
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.handlers.malformed += 1
             logger.warning("Skipping a malformed message on %r (not JSON: %s).", channel, exc)
-            return
+            return None
         queues = self._dispatcher
         if queues is None:
-            await self.handlers.run(key, channel, data)
-        elif 1 < (backlog := queues.put(key, channel, data)) <= YIELD_BACKLOG or backlog % YIELD_BACKLOG == 0:
-            # A backlog: let the channel's worker run now. With data buffered, get_message does not
-            # suspend, and a burst would be read whole before any handler ran (p99 7.5 ms without
+            return self.handlers.run(key, channel, data)
+        backlog = queues.put(key, channel, data)
+        if backlog < 0 or 1 < backlog <= YIELD_BACKLOG or (backlog and backlog % YIELD_BACKLOG == 0):
+            # A backlog (or a drop): let the channel's worker run now. With data buffered, get_message
+            # does not suspend, and a burst would be read whole before any handler ran (p99 7.5 ms without
             # this, measured); yielding for every message instead cost a fifth of the throughput.
             # A long backlog means a stuck or slow handler: then reading wins (Redis disconnects a
             # subscriber past 32 MB unread), and the worker gets a turn every YIELD_BACKLOG messages.
-            await asyncio.sleep(0)
+            return asyncio.sleep(0)
+        return None
 
     def _name(self, raw: bytes) -> str:
         """Channel name without CHANNEL_PREFIX, memoised: names repeat on every message."""
