@@ -27,8 +27,6 @@ from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.signals import reconnected
 
 logger = logging.getLogger("supergraph_messaging.pubsub")
-#: Past this many queued messages the reader yields to the handlers only every this many messages.
-YIELD_BACKLOG = 256
 
 
 class RedisSubscriber(HandlerRegistry):
@@ -266,15 +264,7 @@ class RedisSubscriber(HandlerRegistry):
         queues = self._dispatcher
         if queues is None:
             return self.handlers.run(key, channel, data)
-        backlog = queues.put(key, channel, data)
-        if backlog < 0 or 1 < backlog <= YIELD_BACKLOG or (backlog and backlog % YIELD_BACKLOG == 0):
-            # A backlog (or a drop): let the channel's worker run now. With data buffered, get_message
-            # does not suspend, and a burst would be read whole before any handler ran (p99 7.5 ms without
-            # this, measured); yielding for every message instead cost a fifth of the throughput.
-            # A long backlog means a stuck or slow handler: then reading wins (Redis disconnects a
-            # subscriber past 32 MB unread), and the worker gets a turn every YIELD_BACKLOG messages.
-            return asyncio.sleep(0)
-        return None
+        return asyncio.sleep(0) if queues.put(key, channel, data) else None  # a turn for the channel's worker
 
     def _name(self, raw: bytes) -> str:
         """Channel name without CHANNEL_PREFIX, memoised: names repeat on every message."""
