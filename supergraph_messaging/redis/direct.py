@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from hiredis import pack_command
 
 from supergraph_messaging.redis.scripts import sha
 
@@ -44,31 +45,10 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _pack(parts: Sequence[bytes | str | int]) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        if isinstance(part, bytes):
-            raw = part
-        elif isinstance(part, str):
-            raw = part.encode()
-        else:
-            raw = b"%d" % part
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
-
-
-_hiredis_pack: Callable[[Any], bytes] | None
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # redis-py without its [hiredis] extra
-    _hiredis_pack = None
-
-
 def pack(parts: tuple[bytes | str | int, ...]) -> bytes:
-    """A command in RESP: ``*<n>``, then ``$<length>`` and each argument (hiredis packs it when installed)."""
-    if _hiredis_pack is not None:
-        return _hiredis_pack(parts)
-    return _pack(parts)
+    """A command in RESP: ``*<n>``, then ``$<length>`` and each argument (hiredis, which ``redis[hiredis]``
+    installs with this package)."""
+    return pack_command(parts)  # type: ignore[arg-type,no-any-return]
 
 
 def script_command(src: str, keys: Sequence[str], args: Sequence[bytes | str | int]) -> bytes:
@@ -125,27 +105,21 @@ class DirectCommands:
             if conn is not None and local.forks == _forks:
                 conn.disconnect()
             conn = self._connection()
-        try:
-            conn.send_packed_command([packed])
-            return conn.read_response()
-        except redis.exceptions.ResponseError:
-            raise  # an error reply, read whole: the connection is still in step
-        except redis.exceptions.ConnectionError:
-            self._drop(conn)
-            if fresh:
+        for attempt in (1, 2):
+            try:
+                conn.send_packed_command([packed])
+                return conn.read_response()
+            except redis.exceptions.ResponseError:
+                raise  # an error reply, read whole: the connection is still in step
+            except redis.exceptions.ConnectionError:
+                self._drop(conn)
+                if fresh or attempt == 2:
+                    raise
+            except BaseException:
+                self._drop(conn)
                 raise
-        except BaseException:
-            self._drop(conn)
-            raise
-        conn = self._connection()  # Redis closed the reused connection (a restart): once more, on a new one
-        try:
-            conn.send_packed_command([packed])
-            return conn.read_response()
-        except redis.exceptions.ResponseError:
-            raise
-        except BaseException:
-            self._drop(conn)
-            raise
+            conn = self._connection()  # Redis closed the reused connection (a restart): once more, on a new one
+        raise AssertionError("unreachable")
 
     def _drop(self, conn: Any) -> None:
         conn.disconnect()
