@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.client import PubSub
 
 from supergraph_messaging.conf import conf
@@ -149,6 +150,10 @@ class SubscriberConnection:
         self._redis: aioredis.Redis | None = None
         self._sharded: ShardedReaders | None = None
         self._sharded_lost: BaseException | None = None
+        #: The connection's hiredis parser, read directly by :meth:`buffered` (None: not possible).
+        self._parser: Any = None
+        #: A reply :meth:`buffered` took that is no message: :meth:`get_message` gives it to redis-py.
+        self._stashed: Any = None
         #: Open and subscribed (False from a loss until the next open).
         self.live = False
 
@@ -170,6 +175,8 @@ class SubscriberConnection:
                     self._sharded = ShardedReaders(client, pubsub_kwargs(), self._on_message, self._shard_lost)
                     await self._sharded.load_slots()
                 await self._send_subscribe(pubsub, channels)
+                self._parser = _direct_parser(pubsub)
+                self._stashed = None
                 self.live = True
             except REDIS_ERRORS as exc:
                 await self.close()
@@ -177,6 +184,31 @@ class SubscriberConnection:
             except BaseException:
                 await self.close()
                 raise
+
+    def buffered(self) -> dict[str, Any] | None:
+        """The next message if it has been read off the socket already; else None (then await
+        :meth:`get_message`).
+
+        Under load one socket read brings many messages, and redis-py's ``get_message`` spends an
+        await, a timeout's timer, its retry wrapper and a reply parse on each (about four fifths of
+        a message's cost to a handler). Here a complete ``message`` or ``pmessage`` reply is taken
+        from hiredis's buffer at once. Anything else (a confirmation, a health-check pong, an error)
+        is kept for :meth:`get_message` to hand to redis-py, which keeps its subscription state.
+        """
+        parser = self._parser
+        if parser is None or self._stashed is not None or self._sharded_lost is not None or not parser._connected:
+            return None
+        response = parser._reader.gets()
+        if response is NOT_ENOUGH_DATA:
+            return None
+        if isinstance(response, list) and response:  # RESP2's array or RESP3's push (a list too)
+            kind = response[0]
+            if (kind == b"message" or kind == "message") and len(response) == 3:
+                return {"type": "message", "pattern": None, "channel": response[1], "data": response[2]}
+            if (kind == b"pmessage" or kind == "pmessage") and len(response) == 4:
+                return {"type": "pmessage", "pattern": response[1], "channel": response[2], "data": response[3]}
+        self._stashed = response
+        return None
 
     def get_message(self) -> Awaitable[dict[str, Any] | None]:
         """To await: the next message or confirmation, None after a quiet while; raises when a shard was lost.
@@ -187,6 +219,9 @@ class SubscriberConnection:
         assert pubsub is not None
         if self._sharded_lost is not None:
             raise self._sharded_lost
+        if self._stashed is not None:
+            response, self._stashed = self._stashed, None
+            return _handled(pubsub, response)
         if not pubsub.subscribed:
             return asyncio.sleep(0.05)
         # With shard connections beside it, look at their health at least every 0.25 s.
@@ -271,3 +306,31 @@ class SubscriberConnection:
                 await client.aclose()
         except REDIS_ERRORS:
             pass  # the connection is already gone; nothing left to release
+
+
+def _direct_parser(pubsub: PubSub) -> Any:
+    """The hiredis parser of ``pubsub``'s connection when :meth:`SubscriberConnection.buffered` may read it:
+    redis-py's hiredis parser, and under RESP3 (redis-py 8's default) its own Pub/Sub push handler,
+    which hands a message on unchanged."""
+    conn = pubsub.connection
+    parser = getattr(conn, "_parser", None)
+    if conn is None or type(parser) is not _AsyncHiredisParser or getattr(parser, "_reader", None) is None:
+        return None
+    if not hasattr(parser, "_connected"):
+        return None
+    if str(getattr(conn, "protocol", 2)) != "2" and (
+            getattr(parser, "pubsub_push_handler_func", None) != parser.handle_pubsub_push_response):
+        return None
+    return parser
+
+
+async def _handled(pubsub: PubSub, response: Any) -> dict[str, Any] | None:
+    """What redis-py's ``get_message`` makes of a reply :meth:`SubscriberConnection.buffered` took."""
+    if isinstance(response, redis.exceptions.ConnectionError):
+        raise response
+    if isinstance(response, list) and response and isinstance(response[0], redis.exceptions.ConnectionError):
+        raise response[0]
+    if response in pubsub.health_check_response:
+        return None
+    message: dict[str, Any] | None = await cast(Any, pubsub).handle_message(response)
+    return message

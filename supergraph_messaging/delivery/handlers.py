@@ -154,7 +154,7 @@ class Handlers:
                 self.errors += 1
                 logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
                 continue
-            return self._finish(handler, _resumed(awaitable, waiting_on), list(handlers[index + 1:]), channel, data)
+            return self._finish(handler, resumed(awaitable, waiting_on), list(handlers[index + 1:]), channel, data)
         return None
 
     async def _finish(self, handler: Handler, awaitable: Awaitable[Any], rest: list[Handler], channel: str,
@@ -192,7 +192,7 @@ class Handlers:
 
 
 @types.coroutine
-def _resumed(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
+def resumed(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
     """Drive ``coro`` on from where its first step stopped (``waiting_on``: what that step yielded), as
     ``await`` would have: what the awaiting task sends or throws (a timeout's cancellation) goes in."""
     while True:

@@ -61,10 +61,12 @@ return {meta[1], meta[2], meta[3], id, before}
 
 
 class Missed(NamedTuple):
-    """What :func:`missed` read: the events (each with its position) and the payload bytes read."""
+    """What :func:`missed` read: the events (each with its position), the payload bytes read, and the
+    channel's last offset when it read (the events run up to it: what a later resume may reuse)."""
 
     events: list[tuple[Position, Any]]
     bytes_read: int
+    upto: int = -1
 
 
 def _text(value: Any) -> str:
@@ -87,14 +89,14 @@ async def missed(conn: Any, channel: str, position: Position, limit: int, max_by
     reply = await scripts.arun(conn, AHEAD, [stream, meta], [offset + 1])
     current_epoch, last, total, first_id, before = reply
     if current_epoch is None:
-        return None if offset else Missed([], 0)  # nothing was ever published here, or the history is gone
+        return None if offset else Missed([], 0, 0)  # nothing was ever published here, or the history is gone
     if _text(current_epoch) != epoch:
         return None
     last_offset = int(last or 0)
     if last_offset < offset:
         return None  # a position the stream never gave: not a client's to resume from
     if last_offset == offset:
-        return Missed([], 0)
+        return Missed([], 0, offset)
     if last_offset - offset > limit or first_id is None or _offset(first_id) != offset + 1:
         return None  # too many, or trimmed past the position
     size = int(total) - int(before) if total is not None and before is not None else None
@@ -124,7 +126,7 @@ async def missed(conn: Any, channel: str, position: Position, limit: int, max_by
                 data["_position"] = {"offset": entry_offset, "epoch": epoch}
             out.append(((entry_offset, epoch), data))
         start = _offset(entries[-1][0]) + 1
-    return Missed(out, read)
+    return Missed(out, read, last_offset)
 
 
 async def current(conn: Any, channels: list[str]) -> dict[str, Position]:

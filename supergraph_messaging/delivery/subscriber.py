@@ -203,7 +203,9 @@ class RedisSubscriber(HandlerRegistry):
                                 len(self.handlers.by_channel), attempts)
                     attempts = 0
                     self._loop.create_task(self._after_reconnect())  # type: ignore[union-attr]
-                message = await self._connection.get_message()
+                message = self._connection.buffered()
+                if message is None:
+                    message = await self._connection.get_message()
                 if message is not None and (pending := self._handle(message)) is not None:
                     await pending
             except asyncio.CancelledError:

@@ -1,12 +1,9 @@
-"""The Channels consumer at ``/subscribe``: the receive loop, the outgoing queue, keepalive.
+"""The Channels consumer at ``/subscribe``: the receive loop, frames in, connect and disconnect.
 
-Every outgoing frame goes through one bounded queue per connection, so
-frames stay in order and a client that cannot keep up is closed with 4008
-instead of growing the server's memory. A client that stops answering the
-server's pings is closed with 4008 too (under daphne, sends never block, so
-the ping is what notices a client that stopped reading). Who the client is
-lives in :mod:`.access`, its subscriptions in :mod:`.subscribing`, the
-frames in :mod:`.protocol`.
+What goes out (the bounded queue, the close, pings: a client that stops
+answering them is closed with 4008, since under daphne sends never block)
+lives in :mod:`.outgoing`, who the client is in :mod:`.access`, its
+subscriptions in :mod:`.subscribing`, the frames in :mod:`.protocol`.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -28,13 +24,12 @@ from supergraph_messaging.realtime.access import AccessMixin
 from supergraph_messaging.realtime.auth import session_digest
 from supergraph_messaging.realtime.flow_control import FlowControl, TokenBucket
 from supergraph_messaging.realtime.hub import Route, get_hub
+from supergraph_messaging.realtime.outgoing import OutgoingMixin
 from supergraph_messaging.realtime.protocol import (
     CLIENT_TYPES,
     INIT_TIMEOUT,
     MALFORMED,
-    REASONS,
     TOO_MANY,
-    TOO_SLOW,
     error_frame,
     frame,
     qualname,
@@ -45,7 +40,7 @@ from supergraph_messaging.realtime.subscriptions import Directory
 logger = logging.getLogger("supergraph_messaging.ws")
 
 
-class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
     """One ``/subscribe`` connection: frames in, a bounded queue of frames out, pings."""
 
     # Events reach a connection through the per-process hub, never through a channel layer: an
@@ -75,6 +70,13 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
         self.frames: list[dict[str, Any]] = []
         self.handling: asyncio.Task[None] | None = None
         self.closing = False
+        self.connection_id = uuid.uuid4().hex
+        self.outgoing: list[str] = []
+        #: Whether a send is under way (on the caller's stack or in ``sending``, the task that waits).
+        self.flushing = False
+        self.sending: asyncio.Task[None] | None = None
+        #: The close code :meth:`abort` queued behind the frames being sent.
+        self.close_code: int | None = None
         self.bucket = TokenBucket(conf.ws_max_messages_per_second)
         try:
             while True:
@@ -108,13 +110,17 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
                 await self.dispatch(self.frames.pop(0))
         except StopConsumer:
             self.frames.clear()
+        except OSError:
+            # The client left while a frame was handled (the server's send raised, as ASGI allows):
+            # there is no one left to answer.
+            self.frames.clear()
+            self.closing = True
         except Exception:
             # Channels would let this end the connection with a traceback in the log; so do we,
             # but the client gets a close (1011), never the traceback.
             logger.exception("%s: handling a frame failed; closing.", qualname(type(self)))
             self.frames.clear()
-            self.closing = True
-            await self.close(code=1011)
+            self.abort(1011)
         finally:
             self.handling = None
 
@@ -141,13 +147,10 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
         self.abort(TOO_MANY)
 
     async def connect(self) -> None:
-        self.connection_id = uuid.uuid4().hex
         self.user: Any = self.scope.get("user") or AnonymousUser()
         self.token: str | None = None
         self.acked = False
         self.routes: dict[str, Route] = {}
-        self.outgoing: list[str] = []
-        self.sending: asyncio.Task[None] | None = None
         self.flow = FlowControl(conf.ws_max_buffered_bytes)
         self.last_ping = 0.0
         self.rechecking: asyncio.Task[None] | None = None
@@ -181,44 +184,6 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
         for route in routes.values():
             hub.remove(route)
         routes.clear()
-
-    # -- outgoing -----------------------------------------------------------
-    def enqueue(self, text: str) -> None:
-        """Queue a frame; a client over its unacknowledged-bytes budget or queue is closed with 4008."""
-        if self.closing:
-            return
-        pinging = bool(conf.ws_ping_interval)
-        if not self.flow.on_send(len(text)) and pinging:
-            logger.info("WebSocket %s has %d bytes unacknowledged (budget %d).", self.connection_id,
-                        self.flow.in_flight, self.flow.budget)
-            self.abort(TOO_SLOW)
-            return
-        if len(self.outgoing) >= conf.ws_queue_size:
-            self.abort(TOO_SLOW)
-            return
-        self.outgoing.append(text)
-        if self.sending is None:
-            self.sending = asyncio.get_running_loop().create_task(self._send_outgoing())
-        if pinging and self.acked and self.flow.wants_ping():
-            self._send_ping()
-
-    async def _send_outgoing(self) -> None:
-        """Send what is queued, in order; the task ends when the queue is empty (idle costs nothing)."""
-        try:
-            while self.outgoing:
-                await self.send(text_data=self.outgoing.pop(0))
-        finally:
-            self.sending = None
-
-    def abort(self, code: int) -> None:
-        """Close with ``code`` once; callable from sync code too (hub callbacks, timers)."""
-        if self.closing:
-            return
-        self.closing = True
-        logger.info("Closing WebSocket connection %s with code %d (%s).", self.connection_id, code,
-                    REASONS.get(code, "protocol"))
-        self._release_routes()
-        asyncio.get_running_loop().create_task(self.close(code=code))
 
     def _init_timed_out(self) -> None:
         if not self.acked:
@@ -264,30 +229,6 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, AsyncWebsocketConsumer
             return
         # Only a pong echoing an outstanding ping's id acknowledges bytes; other ids are ignored.
         self.flow.on_pong(ping_id)
-
-    def _send_ping(self) -> None:
-        self.enqueue(frame({"type": "ping", "payload": {"id": self.flow.new_ping()}}))
-
-    def later(self, name: str, delay: float, callback: Any) -> None:
-        if not self.closing:
-            self.timers[name] = asyncio.get_running_loop().call_later(delay, callback)
-
-    def ping_tick(self) -> None:
-        """Ping every interval; close a client whose oldest ping went unanswered past the timeout.
-
-        A timer, not a task per connection: an idle connection should cost
-        a few hundred bytes, not a coroutine frame per duty.
-        """
-        interval, timeout = conf.ws_ping_interval, conf.ws_pong_timeout
-        now = time.monotonic()
-        oldest = self.flow.oldest_unanswered()
-        if oldest is not None and now - oldest > timeout:
-            self.abort(TOO_SLOW)
-            return
-        if oldest is None and now - self.last_ping >= interval:
-            self.last_ping = now
-            self._send_ping()
-        self.later("ping", min(interval, timeout) / 2, self.ping_tick)
 
     def error(self, sub_id: str, code: str, text: str) -> None:
         """An ``error`` frame for one subscription; the connection stays open."""

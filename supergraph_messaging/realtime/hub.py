@@ -21,6 +21,7 @@ from supergraph_messaging.delivery.subscriber import RedisSubscriber
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.realtime.auth import SESSION_ENDED_CHANNEL
 from supergraph_messaging.realtime.filters import Condition, match_key
+from supergraph_messaging.realtime.replays import SharedReplays
 from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
@@ -33,6 +34,10 @@ _HASHABLE = (str, int, float, bool, type(None))
 RECONNECT_WAIT = 1.0
 #: Seconds a reconnect's fill may take before the live messages held for it are let go with a gap.
 FILL_DEADLINE = 5.0
+#: Subscribes of one process reading Redis at once (positions, resumes); the rest wait their turn. Without
+#: a bound, a reconnect storm of 10,000 clients opened a pooled Redis connection per subscribe, and a
+#: Redis with ``maxclients 4000`` refused 985 of them.
+READ_CONCURRENCY = 16
 
 
 class Sink(Protocol):
@@ -149,6 +154,10 @@ class Hub:
         #: The last position seen per durable channel: where a reconnect fills from.
         self.positions: dict[str, Position] = {}
         self._start_lock = asyncio.Lock()
+        #: Held while a subscribe reads Redis (READ_CONCURRENCY).
+        self.reads = asyncio.Semaphore(READ_CONCURRENCY)
+        #: Resumes' reads, shared by resumes from the same position (a reconnect storm's).
+        self.replays = SharedReplays()
         self.delivered = 0
         #: The subscriber's connection generation whose reconnect has been filled (0: not started). Live
         #: messages of a later one are held until its fill is done, so that they cannot move a channel's
@@ -199,7 +208,8 @@ class Hub:
         route.generation = self.subscriber.generation
         if not conf.durable:
             return {}
-        positions = await current(get_redis_client().aredis, [c for c in route.channels if not is_glob(c)])
+        async with self.reads:
+            positions = await current(get_redis_client().aredis, [c for c in route.channels if not is_glob(c)])
         for channel, position in positions.items():
             self.positions.setdefault(channel, position)  # one dispatched meanwhile is newer
         return positions
@@ -306,7 +316,7 @@ class Hub:
             data = {k: v for k, v in data.items() if k != "_position"}
         encoded: dict[tuple[str, ...] | None, str] = {}
         for route in routes.candidates(data):
-            if not route.matches(data):
+            if route.conditions and not route.matches(data):
                 continue
             text = encoded.get(route.fields)
             if text is None:

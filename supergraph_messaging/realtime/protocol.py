@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery.history import Position
-from supergraph_messaging.realtime.hub import Route
 from supergraph_messaging.realtime.subscriptions import Subscription
 from supergraph_messaging.redis.serialization import dumps
+
+if TYPE_CHECKING:  # the hub's replays encode with this module
+    from supergraph_messaging.realtime.hub import Route
 
 MALFORMED = 4400
 UNAUTHORIZED = 4401
@@ -64,10 +66,10 @@ def next_prefix(route: Route) -> str:
             f'"payload":{{"entity":{json.dumps(route.entity)},"channel":')
 
 
-def projected(route: Route, data: Any) -> str:
+def projected(fields: tuple[str, ...] | None, data: Any) -> str:
     """An event as a subscription sends it: only its ``fields`` when it asked for some, encoded."""
-    if route.fields is not None and isinstance(data, dict):
-        data = {f: data[f] for f in route.fields if f in data}
+    if fields is not None and isinstance(data, dict):
+        data = {f: data[f] for f in fields if f in data}
     return dumps(data).decode()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.delivery.history import Position, fill
+from supergraph_messaging.delivery.history import Position
 from supergraph_messaging.realtime.filters import Refused, raw_prefilter
 from supergraph_messaging.realtime.hub import Route, get_hub
 from supergraph_messaging.realtime.protocol import (
@@ -28,7 +28,6 @@ from supergraph_messaging.realtime.protocol import (
     parse_fields,
     parse_since,
     positions_payload,
-    projected,
     qualname,
     quoted,
     subscribe_request,
@@ -166,16 +165,21 @@ class SubscribingMixin:
         conn = get_redis_client().aredis
         prefilter = raw_prefilter(route.conditions)
         read = 0  # payload bytes, over every channel: WS_RECOVERY_MAX_BYTES bounds them all
+        hub = get_hub()
         for channel in route.channels:
             position = since.get(channel)
-            found = await fill(conn, channel, position, conf.ws_recovery_max, conf.ws_recovery_max_bytes - read,
-                               prefilter)
+            async with hub.reads:
+                # positions[channel]: where the channel stood when the route went live (see .replays).
+                found = await hub.replays.replay(conn, channel, position, positions.get(channel),
+                                                 conf.ws_recovery_max, conf.ws_recovery_max_bytes - read, prefilter)
             if found is None or position is None:
                 unfilled.append(channel)
                 continue
-            read += found.bytes_read
+            read += found.found.bytes_read
             positions[channel] = position
-            replay += [(channel, pos, projected(route, data)) for pos, data in found.events if route.matches(data)]
+            texts = found.texts(route.fields)
+            replay += [(channel, pos, texts[i]) for i, (pos, data) in enumerate(found.found.events)
+                       if route.matches(data)]
         if read and not self.charge(read / RECOVERY_BYTES_PER_MESSAGE):
             self.abort(TOO_MANY)  # reading history is work the client asked for: it costs like messages
             return

@@ -20,6 +20,18 @@ from supergraph_messaging.realtime.filters import JSON_TYPES, OPERATORS, Conditi
 
 logger = logging.getLogger("supergraph_messaging.ws")
 
+#: DRF's permission classes that decide from the (already loaded) user alone, never the database.
+USER_ONLY_PERMISSIONS = frozenset({"AllowAny", "IsAuthenticated", "IsAdminUser", "IsAuthenticatedOrReadOnly"})
+
+
+def _decides_on_loop(cls: type[Subscription]) -> bool:
+    """Whether :meth:`Subscription.access` of ``cls`` reads nothing but the user (so needs no thread)."""
+    return (cls.get_server_filters.__func__ is Subscription.get_server_filters.__func__  # type: ignore[attr-defined]
+            and cls.has_permission.__func__ is Subscription.has_permission.__func__  # type: ignore[attr-defined]
+            and all(getattr(p, "__module__", "") == "rest_framework.permissions"
+                    and p.__name__ in USER_ONLY_PERMISSIONS for p in cls.permission_classes))
+
+
 class Subscription:
     """Subclass to expose a stream of events over ``/subscribe``.
 
@@ -71,9 +83,13 @@ class Subscription:
     async def authorize(cls, user: Any, filters: Any) -> dict[str, Any]:
         """The server filters ``user`` subscribes with (``filters``: the client's), or :class:`Refused`.
 
-        Here, :meth:`access` on a thread (permission classes may read the database).
+        Here, :meth:`access` on a thread (permission classes may read the database), unless it cannot:
+        the hooks are the base ones and every permission class decides from the user alone
+        (:data:`USER_ONLY_PERMISSIONS`). Every subscribe of a process shares that one thread, and a
+        reconnect storm of 10,000 subscribes queued behind it.
         """
-        server: dict[str, Any] | None = await database_sync_to_async(cls.access)(user)
+        server: dict[str, Any] | None = (cls.access(user) if _decides_on_loop(cls)
+                                         else await database_sync_to_async(cls.access)(user))
         if server is None:
             raise Refused(f"Not allowed to subscribe to {cls.entity}.")
         return server

@@ -77,6 +77,43 @@ async def test_a_client_away_gets_exactly_the_missed_matching_events_then_live(h
     await comm.disconnect()
 
 
+async def test_resumes_from_one_position_share_reads_and_each_gets_exactly_what_it_missed(hub: None) -> None:
+    """A reconnect storm in small: 30 clients resume from the same position while events keep coming.
+
+    Each gets every event after its position exactly once, in order; a read is reused only by the
+    resumes it covers (one made before an event a resume needs is not), so there are far fewer reads.
+    """
+    import asyncio
+
+    comm = await connect()
+    assert (await subscribe(comm))["type"] == "subscribed"
+    await aredis_publish("camera.events", {"camera_id": 1, "n": 0})
+    last = (await comm.receive_json_from(timeout=3))["payload"]
+    await comm.disconnect()
+    for n in range(1, 21):
+        await aredis_publish("camera.events", {"camera_id": 1, "n": n})
+    since = {"camera.events": {"offset": last["offset"], "epoch": last["epoch"]}}
+    reads_before = get_hub().replays.reads
+
+    async def resume() -> tuple[WebsocketCommunicator, dict[str, Any]]:
+        client = await connect()
+        return client, await subscribe(client, since=since)
+
+    clients = []
+    for wave in range(3):  # 10 resumes at once, then one more event, then the next 10
+        clients += await asyncio.gather(*(resume() for _ in range(10)))
+        await aredis_publish("camera.events", {"camera_id": 1, "n": 21 + wave})
+    for client, reply in clients:
+        assert reply["payload"]["recovered"] is True
+        got = await receive(client, 23)
+        assert [m["payload"]["data"]["n"] for m in got] == list(range(1, 24))  # none lost, none twice
+        assert await client.receive_nothing(timeout=0.05)
+        await client.disconnect()
+    reads = get_hub().replays.reads - reads_before
+    print(f"\n3 waves of 10 resumes from one position, an event between waves: {reads} reads of the stream")
+    assert reads == 3  # one per wave: a read made before an event a resume needs is not reused
+
+
 async def test_a_trimmed_or_reset_history_is_unrecoverable(hub: None, redis_conn: Any) -> None:
     for n in range(20):
         await aredis_publish("camera.events", {"camera_id": 1, "n": n})

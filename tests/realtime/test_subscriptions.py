@@ -208,3 +208,34 @@ def test_a_gateway_keeps_a_services_decimal_field() -> None:
         assert condition.numeric and condition.matches({"price": "19.99"}) and not condition.matches({"price": "20"})
     finally:
         registry[:] = [c for c in registry if c is not cls]
+
+
+def test_access_is_decided_on_the_event_loop_only_when_it_reads_nothing_but_the_user() -> None:
+    """A subscribe's permission check runs in Channels' one database thread unless it cannot touch the
+    database: base hooks and only DRF's user-only permission classes (a storm queued behind it)."""
+    from rest_framework.permissions import BasePermission, DjangoModelPermissions, IsAdminUser
+
+    from supergraph_messaging.realtime.subscriptions import _decides_on_loop
+    from tests.testapp.subscriptions import CameraEventsSubscription, SecretSubscription, TenantSubscription
+
+    class ReadsTheDatabase(BasePermission):
+        pass
+
+    class Admins(Subscription):
+        permission_classes = [IsAdminUser]
+
+    class Custom(Subscription):
+        permission_classes = [ReadsTheDatabase]
+
+    class ModelPerms(Subscription):
+        permission_classes = [DjangoModelPermissions]
+
+    class OwnHook(Subscription):
+        @classmethod
+        def has_permission(cls, user: object) -> bool:
+            return True
+
+    assert _decides_on_loop(CameraEventsSubscription) and _decides_on_loop(SecretSubscription)
+    assert _decides_on_loop(Admins)
+    assert not _decides_on_loop(TenantSubscription)  # its get_server_filters may read anything
+    assert not _decides_on_loop(Custom) and not _decides_on_loop(ModelPerms) and not _decides_on_loop(OwnHook)

@@ -1,4 +1,5 @@
-"""End to end: daphne as a subprocess, real `websockets` clients, publishers in other processes."""
+"""End to end: an ASGI server (daphne unless said) as a subprocess, real `websockets` clients,
+publishers in other processes."""
 
 from __future__ import annotations
 
@@ -14,31 +15,20 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import subprocess_env
+from tests.support.asgi_servers import start_server, stop_server
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-class Daphne:
-    def __init__(self, redis_port: int, port: int | None = None, **env: str) -> None:
-        self.port = port or free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.support.asgi:application"],
-            cwd=ROOT, env=subprocess_env(SGM_TEST_REDIS_PORT=str(redis_port), **env),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 20
-        import socket
+class AsgiServer:
+    """``tests.support.asgi:application`` under ASGI server ``kind`` (:mod:`tests.support.asgi_servers`)."""
 
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("daphne did not start")
+    def __init__(self, redis_port: int, port: int | None = None, kind: str = "daphne", **env: str) -> None:
+        self.port = port or free_port()
+        self.kind = kind
+        self.proc = start_server(kind, self.port, subprocess_env(SGM_TEST_REDIS_PORT=str(redis_port), **env))
 
     @property
     def url(self) -> str:
@@ -48,11 +38,11 @@ class Daphne:
         return websockets.connect(self.url, origin=f"http://127.0.0.1:{self.port}", **kwargs)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
+
+
+#: Most tests here run under daphne; tests/realtime/test_asgi_servers.py runs the smoke test under each server.
+Daphne = AsgiServer
 
 
 @pytest.fixture
@@ -104,6 +94,17 @@ async def collect(ws: Any, count: int, timeout: float = 10) -> list[dict[str, An
             if message["type"] == "next":
                 out.append(message)
     return out
+
+
+async def drain_until_closed(ws: Any, timeout: float = 30) -> tuple[int, int | None]:
+    """Read until the server closes: the frames read, and the close code it sent (None: no close frame)."""
+    drained = 0
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+                drained += 1
+    return drained, info.value.rcvd.code if info.value.rcvd is not None else None
 
 
 async def test_filtered_subscriptions_end_to_end(daphne: Daphne, redis_server: RedisServer, topology: str) -> None:
@@ -185,15 +186,9 @@ async def test_slow_client_closed_4008_others_served(redis_server: RedisServer) 
             await asyncio.sleep(2.5)  # the slow client keeps not reading past the pong timeout
             answering.cancel()
             # Now it drains what was buffered and finds the 4008 close.
-            drained = 0
-            with pytest.raises(websockets.ConnectionClosed) as info:
-                async with asyncio.timeout(30):
-                    while True:
-                        await slow.recv()
-                        drained += 1
+            drained, code = await drain_until_closed(slow)
             assert drained < len(events)  # it was cut off, not served to the end
-            if info.value.rcvd is not None:  # the close frame may be lost with the unread buffers
-                assert info.value.rcvd.code == 4008
+            assert code in (4008, None)  # the close frame may be lost with the unread buffers
     finally:
         server.stop()
     assert server.proc.stderr is not None
