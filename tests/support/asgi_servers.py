@@ -12,7 +12,8 @@ to loopback on a free port:
   application. ``--ws-per-message-deflate false``: compression keeps a zlib
   context per connection (142 KB per idle connection with a client that
   offers it, against 34 KB) and compresses every frame once per socket.
-  ``--backlog 4096``: room for a reconnect storm's handshakes.
+  ``--backlog``: room for a reconnect storm's handshakes (4096 unless
+  ``SGM_ASGI_BACKLOG`` says; the kernel caps it at ``net.core.somaxconn``).
 - ``granian``: ``--interface asginl`` (ASGI without lifespan, same reason).
 """
 
@@ -29,6 +30,8 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.support.asgi:application"
 
+BACKLOG = os.environ.get("SGM_ASGI_BACKLOG", "4096")
+
 SERVERS = ("daphne", "uvicorn-websockets-sansio", "uvicorn-wsproto", "granian")
 
 
@@ -39,11 +42,11 @@ def server_command(kind: str, port: int, app: str = APP) -> list[str]:
         return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), app]
     if kind.startswith("uvicorn-"):
         return [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--ws", kind.split("-", 1)[1],
-                "--lifespan", "off", "--ws-per-message-deflate", "false", "--backlog", "4096", "--no-access-log",
+                "--lifespan", "off", "--ws-per-message-deflate", "false", "--backlog", BACKLOG, "--no-access-log",
                 "--log-level", "warning", app]
     if kind == "granian":
         return [sys.executable, "-m", "granian", "--interface", "asginl", "--host", host, "--port", str(port),
-                "--log-level", "warning", app]
+                "--backlog", BACKLOG, "--log-level", "warning", app]
     raise ValueError(f"unknown ASGI server {kind!r}; one of {', '.join(SERVERS)}")
 
 
