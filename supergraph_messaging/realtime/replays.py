@@ -58,8 +58,7 @@ class SharedReplays:
         """The events of ``channel`` after ``position`` up to at least ``live``; None if they cannot be had."""
         if prefilter is not None or position is None or live is None:
             self.reads += 1
-            found = await fill(conn, channel, position, limit, max_bytes, prefilter)
-            return None if found is None else Replay(found)
+            return await self._read(conn, channel, position, limit, max_bytes, prefilter)
         key = (channel, position, limit, max_bytes)
         entry = self._entries.get(key)
         if entry is not None and time.monotonic() - entry[0] < TTL:
@@ -73,8 +72,9 @@ class SharedReplays:
         return await self._result(task)
 
     @staticmethod
-    async def _read(conn: Any, channel: str, position: Position, limit: int, max_bytes: int) -> Replay | None:
-        found = await fill(conn, channel, position, limit, max_bytes)
+    async def _read(conn: Any, channel: str, position: Position | None, limit: int, max_bytes: int,
+                    prefilter: Prefilter | None = None) -> Replay | None:
+        found = await fill(conn, channel, position, limit, max_bytes, prefilter)
         return None if found is None else Replay(found)
 
     @staticmethod

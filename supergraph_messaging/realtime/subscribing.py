@@ -170,15 +170,16 @@ class SubscribingMixin:
             position = since.get(channel)
             async with hub.reads:
                 # positions[channel]: where the channel stood when the route went live (see .replays).
-                found = await hub.replays.replay(conn, channel, position, positions.get(channel),
-                                                 conf.ws_recovery_max, conf.ws_recovery_max_bytes - read, prefilter)
-            if found is None or position is None:
+                replayed = await hub.replays.replay(conn, channel, position, positions.get(channel),
+                                                    conf.ws_recovery_max, conf.ws_recovery_max_bytes - read,
+                                                    prefilter)
+            if replayed is None or position is None:
                 unfilled.append(channel)
                 continue
-            read += found.found.bytes_read
+            read += replayed.found.bytes_read
             positions[channel] = position
-            texts = found.texts(route.fields)
-            replay += [(channel, pos, texts[i]) for i, (pos, data) in enumerate(found.found.events)
+            texts = replayed.texts(route.fields)
+            replay += [(channel, pos, texts[i]) for i, (pos, data) in enumerate(replayed.found.events)
                        if route.matches(data)]
         if read and not self.charge(read / RECOVERY_BYTES_PER_MESSAGE):
             self.abort(TOO_MANY)  # reading history is work the client asked for: it costs like messages
