@@ -1,7 +1,7 @@
 """Reconnect storm: the server restarts under N connected clients, which come back and resume.
 
     .venv/bin/python benchmarks/bench_storm.py [--runs=1] [--n=10000] [--clients=4]
-        [--servers=uvicorn-websockets-sansio]
+        [--servers=uvicorn-websockets-sansio] [--gc-threshold=10000] [--profile=storm.svg]
 
 Durable delivery (``DELIVERY="durable"``): this process publishes every
 event with ``redis_publish``, which appends it to the channel's stream, at
@@ -19,7 +19,15 @@ The clients count what they missed and got twice (events carry a ``seq``),
 subscribes answered ``recovered: false`` and gaps. Printed: seconds from the
 kill to the last client subscribed again (goal <= 10, with 0 missed and 0
 duplicated), the new server's RSS per connection, and p50/p99 latency
-before and after the storm.
+before and after the storm; and the server's CPU per connect and subscribe
+while the clients first connected (pings included), the cost that decides
+how fast a storm is absorbed.
+
+``--gc-threshold=N`` runs the servers with ``gc.set_threshold(N)``, the
+setting docs/deployment.md recommends (the default, 700, spends a quarter
+of a connect's CPU in the collector). ``--profile=FILE`` records the new
+server through the storm with py-spy (on PATH): a flame graph, or raw
+stacks when FILE ends in ``.txt``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import time
 from typing import Any
 
 from _common import ROOT, median, runs_arg, start_redis
-from bench_fanout import arg, read_line, rss_kb, start_server
+from bench_fanout import arg, cpu_seconds, read_line, rss_kb, start_server
 
 RATE = 1  # events per second: 10,000 deliveries/s at N=10,000 (the fan-out goal's load)
 PHASE_SECONDS = 3.0
@@ -81,7 +89,13 @@ def setup_publisher(redis_port: int) -> None:
 def storm(server_kind: str, n: int, redis_port: int) -> dict[str, Any]:
     from tests.support.asgi_servers import stop_server
 
-    server, port = start_server("ours", server_kind, redis_port, SGM_DELIVERY="durable")
+    env = {"SGM_DELIVERY": "durable"}
+    if arg("gc-threshold", ""):
+        env["SGM_GC_THRESHOLD"] = arg("gc-threshold", "")
+    server, port = start_server("ours", server_kind, redis_port, **env)
+    time.sleep(1.0)
+    cpu_before = cpu_seconds(server.pid)
+    rss_before = rss_kb(server.pid)  # the server alone: what a connection adds is measured against it
     processes = int(arg("clients", "4"))
     shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
     clients = [subprocess.Popen(
@@ -89,12 +103,11 @@ def storm(server_kind: str, n: int, redis_port: int) -> dict[str, Any]:
          f"http://127.0.0.1:{port}", str(share), str(RAMP / processes)], stdout=subprocess.PIPE, text=True)
         for share in shares]
     publisher = Publisher()
-    time.sleep(1.0)
-    rss_before = rss_kb(server.pid)  # the server alone: what a connection adds is measured against it
     try:
         for client in clients:
             line = read_line(client.stdout, 300)
             assert line is not None and line.strip() == "READY", line
+        ramp_cpu = cpu_seconds(server.pid) - cpu_before
         time.sleep(1.0)
         publisher.start()
         time.sleep(PHASE_SECONDS)
@@ -107,8 +120,13 @@ def storm(server_kind: str, n: int, redis_port: int) -> dict[str, Any]:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         stopped = time.time()
-        server, _ = start_server("ours", server_kind, redis_port, port=port, SGM_DELIVERY="durable")
+        server, _ = start_server("ours", server_kind, redis_port, port=port, **env)
         listening = time.time()
+        profile = arg("profile", "")
+        if profile:  # py-spy's flame graph of the new server through the storm
+            subprocess.Popen(["py-spy", "record", "-o", profile, "-d", "20", "-p", str(server.pid),
+                              "-f", "raw" if profile.endswith(".txt") else "flamegraph"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         resubscribed = []
         for client in clients:
             line = read_line(client.stdout, 120)
@@ -137,6 +155,7 @@ def storm(server_kind: str, n: int, redis_port: int) -> dict[str, Any]:
 
     return {"events": publisher.seq, "stopped_s": stopped - killed, "listening_s": listening - killed,
             "all_back_s": max(resubscribed) - killed, "kb_per_connection": (rss - rss_before) / n,
+            "subscribe_cpu_us": ramp_cpu / n * 1e6,
             **{key: sum(r[key] for r in reports) for key in
                ("resubscribed", "missed", "duplicated", "unrecovered", "gaps", "refused", "retries")},
             **{f"{q}_{phase}_ms": worst(f"{q}_{phase}") for q in ("p50", "p99") for phase in ("before", "after")}}
@@ -165,7 +184,8 @@ def main() -> None:
               f"new server listened after {m['listening_s']:.1f} s); missed {m['missed']:.0f}, duplicated "
               f"{m['duplicated']:.0f}, unrecovered {m['unrecovered']:.0f}, gaps {m['gaps']:.0f} (goal 0); server RSS "
               f"{m['kb_per_connection']:.1f} KB per connection after; p50/p99 before {m['p50_before_ms']:.0f}/"
-              f"{m['p99_before_ms']:.0f} ms, after {m['p50_after_ms']:.0f}/{m['p99_after_ms']:.0f} ms")
+              f"{m['p99_before_ms']:.0f} ms, after {m['p50_after_ms']:.0f}/{m['p99_after_ms']:.0f} ms; server CPU "
+              f"{m['subscribe_cpu_us']:.0f} us per connect and subscribe")
 
 
 if __name__ == "__main__":

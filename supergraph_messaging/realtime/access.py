@@ -12,6 +12,7 @@ an entity of another service is asked of that service without a branch here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,13 @@ from supergraph_messaging.realtime.protocol import FORBIDDEN, MALFORMED, TOO_MAN
 from supergraph_messaging.realtime.subscriptions import get_subscription
 
 logger = logging.getLogger("supergraph_messaging.ws")
+
+
+@functools.lru_cache(maxsize=8)
+def _limits(max_subscriptions: int, max_message_bytes: int, max_in_values: int) -> str:
+    """The ack's ``limits`` as JSON, encoded once per settings (not once per connection)."""
+    return frame({"max_subscriptions": max_subscriptions, "max_message_bytes": max_message_bytes,
+                  "max_in_values": max_in_values})
 
 
 class AccessMixin:
@@ -68,14 +76,10 @@ class AccessMixin:
             self.user, self.token = user, token
         self.acked = True
         self.timers.pop("init").cancel()
-        self.enqueue(frame({"type": "connection_ack", "payload": {
-            "connection_id": self.connection_id,
-            "limits": {
-                "max_subscriptions": conf.ws_max_subscriptions,
-                "max_message_bytes": conf.ws_max_message_bytes,
-                "max_in_values": conf.ws_max_in_values,
-            },
-        }}))
+        limits = _limits(conf.ws_max_subscriptions, conf.ws_max_message_bytes, conf.ws_max_in_values)
+        # connection_id is a hex tag and a count: nothing to escape.
+        self.enqueue(f'{{"type":"connection_ack","payload":{{"connection_id":"{self.connection_id}",'
+                     f'"limits":{limits}}}}}')
         self.last_ping = time.monotonic()
         if conf.ws_ping_interval:
             self.ping_tick()

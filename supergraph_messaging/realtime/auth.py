@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Awaitable
 from importlib import import_module
 from typing import Any
 
@@ -185,14 +186,29 @@ def _announce_logout(sender: Any, request: Any = None, **kwargs: Any) -> None:
 
 
 class SessionUserMiddleware:
+    """``scope["user"]`` and ``scope["session"]`` from the session cookie, unless an outer stack set them.
+
+    ``__call__`` returns the inner application's awaitable rather than
+    awaiting it, when there is no session to read: the connection's whole
+    life would otherwise keep one more coroutine frame per socket.
+    """
+
+    _asgi_single_callable = True  # __call__ is not a coroutine function, but this is an ASGI 3 app
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[Any]:
         if "user" in scope:  # the project wrapped us in its own auth stack: keep its answer
-            return await self.inner(scope, receive, send)
+            return self.inner(scope, receive, send)  # type: ignore[no-any-return]
         header = next((value for name, value in scope.get("headers", ()) if name == b"cookie"), b"")
         cookies, session_key = parse_cookies(header.decode("latin1"))
-        scope = dict(scope, cookies=cookies, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key),
-                     user=await database_sync_to_async(session_user)(session_key) if session_key else AnonymousUser())
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        if session_key:
+            return self._with_user(dict(scope, cookies=cookies, session=session), session_key, receive, send)
+        return self.inner(dict(scope, cookies=cookies, session=session, user=AnonymousUser()),  # type: ignore[no-any-return]
+                          receive, send)
+
+    async def _with_user(self, scope: dict[str, Any], session_key: str, receive: Any, send: Any) -> Any:
+        scope["user"] = await database_sync_to_async(session_user)(session_key)
         return await self.inner(scope, receive, send)

@@ -9,9 +9,10 @@ subscriptions in :mod:`.subscribing`, the frames in :mod:`.protocol`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-import uuid
+import os
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -24,7 +25,7 @@ from supergraph_messaging.realtime.access import AccessMixin
 from supergraph_messaging.realtime.auth import session_digest
 from supergraph_messaging.realtime.flow_control import FlowControl, TokenBucket
 from supergraph_messaging.realtime.hub import Route, get_hub
-from supergraph_messaging.realtime.outgoing import OutgoingMixin
+from supergraph_messaging.realtime.outgoing import OutgoingMixin, eagerly
 from supergraph_messaging.realtime.protocol import (
     CLIENT_TYPES,
     INIT_TIMEOUT,
@@ -38,6 +39,12 @@ from supergraph_messaging.realtime.subscribing import SubscribingMixin
 from supergraph_messaging.realtime.subscriptions import Directory
 
 logger = logging.getLogger("supergraph_messaging.ws")
+
+#: Connection ids: this process's random tag and a count (unique across processes and restarts; a
+#: uuid4 per connection read the OS's random source on every connect, for an id only logs and the
+#: ack show).
+PROCESS_ID = os.urandom(4).hex()
+_connections = itertools.count(1)
 
 
 class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
@@ -70,7 +77,7 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
         self.frames: list[dict[str, Any]] = []
         self.handling: asyncio.Task[None] | None = None
         self.closing = False
-        self.connection_id = uuid.uuid4().hex
+        self.connection_id = f"{PROCESS_ID}_{next(_connections)}"
         self.outgoing: list[str] = []
         #: Whether a send is under way (on the caller's stack or in ``sending``, the task that waits).
         self.flushing = False
@@ -100,9 +107,12 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
         return self.bucket.take(cost, conf.ws_max_messages_per_second)
 
     def _handle(self, message: dict[str, Any]) -> None:
+        """Handle ``message`` after those before it: on this stack until a handler first waits (an ack, a
+        pong, a subscribe up to its Redis read), then in ``handling``, a task that ends with the frames.
+        A task per frame was an eighth of a connect and subscribe's server time."""
         self.frames.append(message)
-        if self.handling is None:
-            self.handling = asyncio.get_running_loop().create_task(self._handle_frames())
+        if self.handling is None:  # else that task takes it (only the receive loop calls this: no re-entry)
+            self.handling = eagerly(self._handle_frames(), isolated=True)
 
     async def _handle_frames(self) -> None:
         try:
@@ -193,7 +203,9 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return
-        if text_data is None or len(text_data.encode()) > conf.ws_max_message_bytes:
+        limit = conf.ws_max_message_bytes
+        # UTF-8 takes at most 4 bytes a character: most frames need no encode to be measured.
+        if text_data is None or (len(text_data) * 4 > limit and len(text_data.encode()) > limit):
             self.abort(MALFORMED)
             return
         try:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from supergraph_messaging.conf import conf
-from supergraph_messaging.delivery.history import Position, current, entry_at, fill, position_of
+from supergraph_messaging.delivery.history import Position, entry_at, fill, position_of
 from supergraph_messaging.delivery.subscriber import RedisSubscriber
 from supergraph_messaging.exceptions import RedisUnavailable
 from supergraph_messaging.realtime.auth import SESSION_ENDED_CHANNEL
 from supergraph_messaging.realtime.filters import Condition, match_key
-from supergraph_messaging.realtime.replays import SharedReplays
+from supergraph_messaging.realtime.replays import SharedPositions, SharedReplays
 from supergraph_messaging.redis import serialization
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
@@ -49,8 +49,8 @@ class Sink(Protocol):
 class Route:
     """One client subscription: where matching events go."""
 
-    __slots__ = ("buffer", "channels", "conditions", "entity", "fields", "generation", "index", "sink", "sink_state",
-                 "sub_id")
+    __slots__ = ("buffer", "channels", "conditions", "entity", "fields", "floor", "generation", "index", "sink",
+                 "sink_state", "sub_id")
 
     def __init__(self, sink: Sink, sub_id: str, entity: str, channels: list[str],
                  conditions: list[Condition], fields: tuple[str, ...] | None) -> None:
@@ -65,6 +65,9 @@ class Route:
         self.generation = -1
         #: Live frames held back while a resume replays what the client missed (None: not resuming).
         self.buffer: list[tuple[str, str, Position | None]] | None = None
+        #: Per channel, the position the client was told it stands at (or the replay reached): live frames
+        #: at or below it were already counted; dropped until one above it arrives (None: nothing to drop).
+        self.floor: dict[str, Position] | None = None
         #: Whatever the sink keeps per route (the consumer: the route's frame prefix, encoded once).
         self.sink_state: Any = None
 
@@ -154,10 +157,12 @@ class Hub:
         #: The last position seen per durable channel: where a reconnect fills from.
         self.positions: dict[str, Position] = {}
         self._start_lock = asyncio.Lock()
+        self._started = False
         #: Held while a subscribe reads Redis (READ_CONCURRENCY).
         self.reads = asyncio.Semaphore(READ_CONCURRENCY)
-        #: Resumes' reads, shared by resumes from the same position (a reconnect storm's).
-        self.replays = SharedReplays()
+        #: Subscribes' position reads and resumes' history reads, shared (a reconnect storm's).
+        self.position_reads = SharedPositions(self.reads)
+        self.replays = SharedReplays(self.reads)
         self.delivered = 0
         #: The subscriber's connection generation whose reconnect has been filled (0: not started). Live
         #: messages of a later one are held until its fill is done, so that they cannot move a channel's
@@ -183,10 +188,12 @@ class Hub:
         that does not end within ``RECONNECT_WAIT``): a subscription is refused as ``unavailable`` rather
         than answered and then broken.
         """
-        async with self._start_lock:
-            if not self.subscriber.running:
-                await self.subscriber.start()
-                self._filled = self.subscriber.generation  # the first connection has nothing to fill
+        if not (self._started and self.subscriber.running):  # the lock only until the first start is done
+            async with self._start_lock:
+                if not self.subscriber.running:
+                    await self.subscriber.start()
+                    self._filled = self.subscriber.generation  # the first connection has nothing to fill
+                self._started = True
         # A reconnect under way (a Redis restart) usually ends within a second: wait that long for it.
         if not await self.subscriber.wait_connected(RECONNECT_WAIT):
             raise RedisUnavailable("the hub is reconnecting to Redis")
@@ -208,8 +215,8 @@ class Hub:
         route.generation = self.subscriber.generation
         if not conf.durable:
             return {}
-        async with self.reads:
-            positions = await current(get_redis_client().aredis, [c for c in route.channels if not is_glob(c)])
+        exact = [c for c in route.channels if not is_glob(c)]
+        positions = await self.position_reads.read(get_redis_client().aredis, exact)
         for channel, position in positions.items():
             self.positions.setdefault(channel, position)  # one dispatched meanwhile is newer
         return positions

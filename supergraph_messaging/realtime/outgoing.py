@@ -11,9 +11,10 @@ after it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from supergraph_messaging.conf import conf
@@ -26,6 +27,23 @@ logger = logging.getLogger("supergraph_messaging.ws")
 
 async def _drive(awaitable: Awaitable[None]) -> None:
     await awaitable
+
+
+def eagerly(coro: Coroutine[Any, Any, None], isolated: bool = False) -> asyncio.Task[None] | None:
+    """Run ``coro`` on the caller's stack until it first waits, then in a task (returned); None if it
+    finished without waiting. What Python 3.12's eager tasks do, for 3.11: most sends and most frames
+    never wait, and a task each was a fifth of a broadcast's and an eighth of a subscribe's time.
+
+    ``isolated``: run it in a copy of the caller's context variables, kept by the task, as a task of
+    its own would. For code that may set one: asgiref marks its database thread busy in a context
+    variable, and set in the caller's, the connection's next database call found it still marked and
+    refused. Sends set none, and skip the copy."""
+    context = contextvars.copy_context() if isolated else None
+    try:
+        waiting_on = coro.send(None) if context is None else context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_drive(resumed(coro, waiting_on)), context=context)
 
 
 class OutgoingMixin:
@@ -69,12 +87,7 @@ class OutgoingMixin:
         the rest. Under daphne ``send`` never waits, and under uvicorn or granian only when the socket's
         buffer is full, so a broadcast to 10,000 sockets usually creates no task at all (one task per
         delivery was a fifth of the fan-out's time)."""
-        coro = self._send_outgoing()
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-        self.sending = asyncio.get_running_loop().create_task(_drive(resumed(coro, waiting_on)))
+        self.sending = eagerly(self._send_outgoing())
 
     async def _send_outgoing(self) -> None:
         """Send what is queued, in order, straight to the server (Channels' ``send`` adds two calls and

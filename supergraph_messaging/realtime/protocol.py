@@ -51,9 +51,13 @@ def quoted(text: str) -> str:
     return json.dumps(text)
 
 
+#: json.dumps with separators builds an encoder per call; frames share this one.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def frame(message: dict[str, Any]) -> str:
     """A frame's text."""
-    return json.dumps(message, separators=(",", ":"))
+    return _COMPACT.encode(message)
 
 
 def error_frame(sub_id: str, code: str, text: str) -> str:

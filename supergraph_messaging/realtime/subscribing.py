@@ -145,7 +145,7 @@ class SubscribingMixin:
         if positions:
             reply["positions"] = positions_payload(positions)
         self.enqueue(frame({"id": route.sub_id, "type": "subscribed", "payload": reply}))
-        self._release(route, {})
+        self._release(route, positions)
 
     async def _resume(self, route: Route, since: dict[str, Position], positions: dict[str, Position]) -> None:
         """Send what the client missed since its positions, then the live frames held meanwhile.
@@ -162,22 +162,24 @@ class SubscribingMixin:
         """
         replay: list[tuple[str, Position, str]] = []  # encoded at once: the decoded events are not kept
         unfilled: list[str] = []
+        floor: dict[str, Position] = {}
         conn = get_redis_client().aredis
         prefilter = raw_prefilter(route.conditions)
         read = 0  # payload bytes, over every channel: WS_RECOVERY_MAX_BYTES bounds them all
         hub = get_hub()
         for channel in route.channels:
             position = since.get(channel)
-            async with hub.reads:
-                # positions[channel]: where the channel stood when the route went live (see .replays).
-                replayed = await hub.replays.replay(conn, channel, position, positions.get(channel),
-                                                    conf.ws_recovery_max, conf.ws_recovery_max_bytes - read,
-                                                    prefilter)
+            # positions[channel]: where the channel stood when the route went live (see .replays).
+            replayed = await hub.replays.replay(conn, channel, position, positions.get(channel),
+                                                conf.ws_recovery_max, conf.ws_recovery_max_bytes - read, prefilter)
             if replayed is None or position is None:
                 unfilled.append(channel)
+                if channel in positions:
+                    floor[channel] = positions[channel]
                 continue
             read += replayed.found.bytes_read
             positions[channel] = position
+            floor[channel] = (max(replayed.found.upto, position[0]), position[1])
             texts = replayed.texts(route.fields)
             replay += [(channel, pos, texts[i]) for i, (pos, data) in enumerate(replayed.found.events)
                        if route.matches(data)]
@@ -190,19 +192,21 @@ class SubscribingMixin:
         self.enqueue(frame({"id": route.sub_id, "type": "subscribed", "payload": reply}))
         if unfilled:
             self.gap(route, "unrecoverable")
-        last: dict[str, int] = {}
         for channel, position, data_json in replay:
             self._next(route, channel, data_json, position)
-            last[channel] = position[0]
-        self._release(route, last)
+        self._release(route, floor)
 
-    def _release(self, route: Route, last: dict[str, int]) -> None:
-        """Send the live frames held while subscribing, but none at or below ``last[channel]`` (replayed)."""
+    def _release(self, route: Route, floor: dict[str, Position]) -> None:
+        """Send the live frames held while subscribing, then any later ones, but none at or below
+        ``floor[channel]``: what the ``subscribed`` reply's position or the replay already covered.
+
+        The position was read after the route went live, but on another socket than the hub's Pub/Sub
+        one: an event it counts may still be on its way to the route. Sent, a client told "you stand
+        at 7" got offset 7 again (1 of 40 subscribes did, while events came every 2 ms)."""
         held, route.buffer = route.buffer or [], None
+        route.floor = dict(floor) if floor else None
         for channel, data_json, live_position in held:
-            if live_position is not None and live_position[0] <= last.get(channel, -1):
-                continue
-            self._next(route, channel, data_json, live_position)
+            self.deliver(route, channel, data_json, live_position)
 
     async def on_complete(self, message: dict[str, Any]) -> None:
         sub_id = message.get("id")
@@ -219,7 +223,25 @@ class SubscribingMixin:
         if route.buffer is not None:  # a resume is replaying what the client missed: live frames wait
             route.buffer.append((channel, data_json, position))
             return
+        if route.floor is not None and position is not None and self._covered(route, channel, position):
+            return
         self._next(route, channel, data_json, position)
+
+    @staticmethod
+    def _covered(route: Route, channel: str, position: Position) -> bool:
+        """Whether ``position`` is at or below the route's floor for ``channel`` (see :meth:`_release`); the
+        first frame above it (or of another epoch) lifts that floor, since every later one is newer."""
+        floor = route.floor
+        assert floor is not None
+        below = floor.get(channel)
+        if below is None:
+            return False
+        if position[1] == below[1] and position[0] <= below[0]:
+            return True
+        del floor[channel]
+        if not floor:
+            route.floor = None
+        return False
 
     def _next(self, route: Route, channel: str, data_json: str, position: Position | None) -> None:
         if len(data_json) > conf.ws_max_event_bytes:

@@ -115,7 +115,7 @@ def escape_glob(value: str) -> str:
 
 
 def is_glob(channel: str) -> bool:
-    return any(c in channel for c in "*?[")
+    return "*" in channel or "?" in channel or "[" in channel
 
 
 def glob_head(pattern: str) -> str:

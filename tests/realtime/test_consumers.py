@@ -472,15 +472,18 @@ async def test_a_broken_token_authenticator_refuses_the_token_without_crashing(h
     assert "WS_TOKEN_AUTHENTICATOR" in caplog.text
 
 
-@pytest.mark.parametrize(("origin", "allowed"), [
-    (b"http://localhost:8000", True),
-    (b"http://localhost:1", False),  # another port of an allowed host
-    (b"https://localhost:8000", False),  # another scheme
-    (b"http://evil.example:8000", False),
-    (None, False),
+@pytest.mark.parametrize(("origins", "allowed"), [
+    ([b"http://localhost:8000"], True),
+    ([b"http://localhost:1"], False),  # another port of an allowed host
+    ([b"https://localhost:8000"], False),  # another scheme
+    ([b"http://evil.example:8000"], False),
+    ([], False),
+    ([b"http://evil.example:8000", b"http://localhost:8000"], False),  # two: which one to believe?
+    ([b"http://localhost:8000", b"http://localhost:8000"], False),
+    ([b"http://[::1:8000"], False),  # urlparse raises on it: refused, not a crash
 ])
-async def test_exact_allowed_origins(hub: None, origin: bytes | None, allowed: bool) -> None:
-    headers = [(b"origin", origin)] if origin is not None else []
+async def test_exact_allowed_origins(hub: None, origins: list[bytes], allowed: bool) -> None:
+    headers = [(b"origin", origin) for origin in origins]
     with override_settings(SUPERGRAPH_MESSAGING={"WS_ALLOWED_ORIGINS": ["http://localhost:8000"]}):
         comm = WebsocketCommunicator(application, "/subscribe", headers=headers)
         connected, _ = await comm.connect()

@@ -114,6 +114,69 @@ async def test_resumes_from_one_position_share_reads_and_each_gets_exactly_what_
     assert reads == 3  # one per wave: a read made before an event a resume needs is not reused
 
 
+async def test_a_burst_of_subscribes_shares_position_reads_and_each_position_is_exact(hub: None) -> None:
+    """40 clients subscribe at once while events keep coming: each ``subscribed`` position is where its
+    live events start (the next event it gets is offset + 1, with no hole up to the last), and the
+    position reads are shared. A read that a subscribe joined after it had begun would be too early
+    for it: its client would see a hole between its position and its first live event."""
+    import asyncio
+
+    comm = await connect()
+    assert (await subscribe(comm))["type"] == "subscribed"  # the hub is up: the burst only subscribes
+    stop = asyncio.Event()
+
+    async def publish() -> None:
+        n = 0
+        while not stop.is_set():
+            await aredis_publish("camera.events", {"camera_id": 1, "n": n})
+            n += 1
+            await asyncio.sleep(0.002)
+
+    async def burst_client() -> tuple[WebsocketCommunicator, dict[str, Any]]:
+        client = await connect()
+        return client, await subscribe(client)
+
+    hub = get_hub()
+    reads_before = hub.position_reads.reads
+    publisher = asyncio.get_running_loop().create_task(publish())
+    clients = await asyncio.gather(*(burst_client() for _ in range(40)))
+    stop.set()
+    await publisher
+    reads = hub.position_reads.reads - reads_before
+    await aredis_publish("camera.events", {"camera_id": 1, "last": True})
+    for client, reply in clients:
+        expected = reply["payload"]["positions"]["camera.events"]["offset"] + 1
+        while True:
+            message = await client.receive_json_from(timeout=3)
+            assert message["payload"]["offset"] == expected, (message, expected)  # no hole, none twice
+            expected += 1
+            if message["payload"]["data"].get("last"):
+                break
+        await client.disconnect()
+    await comm.disconnect()
+    print(f"\n40 subscribes at once while events were published: {reads} position reads")
+    assert reads < 40
+
+
+async def test_a_position_read_serves_the_subscribes_that_asked_before_it_began_and_no_later_one(hub: None) -> None:
+    """Subscribes that ask while no read has begun share one; one that asks after a read began (its
+    route went live after the read may have run) waits for the next read."""
+    import asyncio
+
+    from supergraph_messaging.realtime.replays import SharedPositions
+
+    shared = SharedPositions(asyncio.Semaphore(16))
+    conn = get_redis_client().aredis
+    together = [asyncio.get_running_loop().create_task(shared.read(conn, ["camera.events"])) for _ in range(10)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the read has begun: it waits for Redis's answer
+    assert shared.reads == 1
+    later = asyncio.get_running_loop().create_task(shared.read(conn, ["camera.events"]))
+    results = await asyncio.gather(*together, later)
+    assert shared.reads == 2
+    assert len({tuple(r["camera.events"]) for r in results}) == 1  # no event in between: the same position
+
+
 async def test_a_trimmed_or_reset_history_is_unrecoverable(hub: None, redis_conn: Any) -> None:
     for n in range(20):
         await aredis_publish("camera.events", {"camera_id": 1, "n": n})

@@ -1,3 +1,4 @@
+import gc
 import os
 
 from channels.routing import ProtocolTypeRouter, URLRouter
@@ -9,3 +10,7 @@ django_asgi_app = get_asgi_application()
 from supergraph_messaging.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+
+# docs/deployment.md's garbage-collector setting, for the benchmarks that compare with and without it.
+if os.environ.get("SGM_GC_THRESHOLD"):
+    gc.set_threshold(int(os.environ["SGM_GC_THRESHOLD"]))
