@@ -1,8 +1,11 @@
-"""``CacheKey``: an unmanaged model so the admin and its permissions govern the cache browser.
+"""``CacheKey`` and ``DeadLetter``: unmanaged models so the admin and its permissions govern what lives in
+Redis; ``OutboxEvent`` and ``ProcessedEvent``: tables of durable delivery.
 
-There is no table: the admin's views read Redis. The model exists for
-Django's permissions (``view_cachekey``, ``delete_cachekey``), the admin
-index entry and the admin log.
+``CacheKey`` and ``DeadLetter`` have no table: the admin's views read
+Redis. They exist for Django's permissions (``view_cachekey``,
+``delete_cachekey``; ``view_deadletter``, ``change_deadletter`` to replay,
+``delete_deadletter`` to discard), the admin index entries and the admin
+log.
 """
 
 from __future__ import annotations
@@ -21,6 +24,21 @@ class CacheKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class DeadLetter(models.Model):
+    """A durable event its handler kept failing on, in its channel's dead-letter stream (no table)."""
+
+    id = models.CharField(max_length=1024, primary_key=True)  # "<channel> <dead-letter id>"
+
+    class Meta:
+        managed = False
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+        default_permissions = ("view", "change", "delete")
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class OutboxEvent(models.Model):

@@ -10,6 +10,7 @@ lowest first:
 - ``events`` (on delivery) and ``realtime`` (on delivery), which do not know each other;
 - ``cache`` (on events: invalidation follows events), ``gateway`` (on realtime; it also
   describes events and cache channels);
+- ``operations`` (dead-letter tools, health probes: it reads all of the above);
 - the top: ``admin``, ``checks``, ``management``, ``apps``, ``urls``, ``routing``.
 """
 
@@ -32,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "realtime": BASE | {"redis", "delivery", "realtime"},
     "cache": BASE | {"redis", "delivery", "events", "cache"},
     "gateway": BASE | {"redis", "delivery", "events", "cache", "realtime", "gateway"},
+    "operations": BASE | {"redis", "delivery", "events", "cache", "realtime", "gateway", "operations"},
 }
 TOP = {"admin", "checks", "management", "apps", "urls", "routing", "__init__"}
 BASE_MODULES = {"conf", "exceptions", "signals", "models", "migrations"}

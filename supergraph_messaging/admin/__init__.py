@@ -19,13 +19,15 @@ from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from supergraph_messaging.admin import keyspace, streams
+from supergraph_messaging.admin import dead_letters as dead_letters  # registers DeadLetterAdmin
+from supergraph_messaging.admin import keyspace
 from supergraph_messaging.cache import invalidation, stats
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
 from supergraph_messaging.delivery.subscriber import get_global_subscriber
 from supergraph_messaging.events import config
 from supergraph_messaging.models import CacheKey, OutboxEvent
+from supergraph_messaging.operations import streams
 from supergraph_messaging.realtime.subscriptions import describe
 from supergraph_messaging.redis import cluster
 from supergraph_messaging.redis.client import get_redis_client

@@ -119,6 +119,10 @@ class DeliverySettings:
     relay_poll_interval = Setting(0.5, NUMBER, is_positive_number,
                                   doc="How often the relay looks for rows nobody relayed (a crash, an outage).",
                                   convert=float)
+    health_outbox_max_age = Setting(60.0, NUMBER, is_positive_number,
+                                    doc="GET /__health/ready fails (503) while the oldest unrelayed outbox row is "
+                                    "older than this many seconds: the relay is stuck or Redis is gone.",
+                                    convert=float)
     configured_durable_replicas = Setting(None, "None or a non-negative integer", is_optional_non_negative_int,
                                           doc="Replicas a relayed event must reach (WAIT) before its outbox row counts "
                                           "as relayed; while fewer are connected, rows stay in the outbox. 0: do "

@@ -10,7 +10,8 @@ is acknowledged after the handler returns; on start a consumer finishes its
 own pending entries first (those it received and did not acknowledge before
 it was killed). A handler that keeps failing is retried ``MAX_DELIVERIES``
 times, then the entry is copied to the channel's dead-letter stream, logged
-at ERROR and acknowledged, and the rest of the channel goes on. Failing
+at ERROR and acknowledged, and the rest of the channel goes on
+(``manage.py messaging_deadletters`` and the admin replay or discard it). Failing
 includes running past ``HANDLER_TIMEOUT`` (a sync handler's thread is then
 abandoned: nothing can stop it) and raising a Redis error of its own while
 the worker's connection still answers; only the worker's own connection
@@ -219,7 +220,7 @@ class GroupConsumer:
         event_id = fields.get(b"o", entry_id).decode()
         if data is UNDECODABLE:
             logger.error("Entry %s of %r is not JSON; dead-lettered.", entry_id, channel)
-            await self._dead_letter(conn, channel, entry_id, fields, "not JSON")
+            await self._dead_letter(conn, channel, group, entry_id, fields, "not JSON")
             await conn.xack(stream, group, entry_id)
             return
         if isinstance(data, dict):
@@ -259,7 +260,7 @@ class GroupConsumer:
                              event_id, channel, attempt, conf.max_deliveries, reason,
                              exc_info=not reason.startswith("took longer"))
             if attempt == conf.max_deliveries:
-                await self._dead_letter(conn, channel, entry_id, fields, reason)
+                await self._dead_letter(conn, channel, group, entry_id, fields, reason)
                 break
             await asyncio.sleep(min(RETRY_BASE * 2**attempt, 2.0))
         await conn.xack(stream, group, entry_id)
@@ -284,10 +285,13 @@ class GroupConsumer:
                          channel, LOG_BURST)
         return count < LOG_BURST
 
-    async def _dead_letter(self, conn: Any, channel: str, entry_id: bytes, fields: dict[bytes, bytes],
+    async def _dead_letter(self, conn: Any, channel: str, group: str, entry_id: bytes, fields: dict[bytes, bytes],
                            reason: str) -> None:
+        """Copy the entry to the dead-letter stream with the group that gave up on it (replay puts it back
+        into that group only: operations.dead_letters) and why."""
         self.dead_lettered += 1
-        await conn.xadd(dead_letter_key(channel), {**fields, b"entry": entry_id, b"reason": reason.encode()},
+        await conn.xadd(dead_letter_key(channel), {**fields, b"entry": entry_id, b"group": group.encode(),
+                                                   b"reason": reason.encode()},
                         maxlen=conf.stream_maxlen, approximate=True)
         logger.error("Event %s of %r moved to the dead-letter stream %s (%s).",
                      fields.get(b"o", entry_id).decode(), channel, dead_letter_key(channel), reason)

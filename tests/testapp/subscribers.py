@@ -42,6 +42,17 @@ def flaky(data: dict[str, Any]) -> None:
     get_redis_client().redis.rpush("testapp:flaky", str(data.get("n")))
 
 
+@redis_subscribe("testapp.poison", once=True)
+def poison(data: dict[str, Any]) -> None:
+    """A handler with a bug while the key ``testapp:poison:broken`` exists (dead-letter tests: fix it by
+    deleting the key, then replay); its effect must happen once per event."""
+    from tests.testapp.models import CameraModel
+
+    if get_redis_client().redis.exists("testapp:poison:broken"):
+        raise RuntimeError("the handler's bug")
+    CameraModel.objects.create(name=f"poison-{data['id']}")
+
+
 @redis_subscribe("chaos.rows", once=True)
 def chaos_effect(data: dict[str, Any]) -> None:
     """The durability harness's handler: an effect in the database (must happen once per event) and

@@ -16,6 +16,7 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
 from supergraph_messaging.delivery.consumer_groups import GroupConsumer
 from supergraph_messaging.delivery.subscriber import RedisSubscriber, get_global_subscriber
+from supergraph_messaging.operations.health import serve_worker_probes
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
 
@@ -62,6 +63,11 @@ class Command(BaseCommand):
         parser.add_argument("--consumer", default=None,
                             help="This worker's name in its consumer groups (durable delivery; default: "
                                  "$SGM_CONSUMER, else the host name). Give each worker on one host its own.")
+        parser.add_argument("--health-port", type=int, default=None,
+                            help="Serve GET /__health/live and /__health/ready on this port (answered by the "
+                                 "worker's event loop: a stuck loop fails its liveness probe).")
+        parser.add_argument("--health-host", default="0.0.0.0",
+                            help="The address --health-port listens on (default: all, for Kubernetes probes).")
         roles = parser.add_mutually_exclusive_group()
         roles.add_argument("--no-relay", action="store_true",
                            help="Durable delivery: run the handlers only; another process relays the outbox.")
@@ -75,7 +81,7 @@ class Command(BaseCommand):
                 raise CommandError("--relay-only needs DELIVERY = 'durable': there is no outbox to relay.")
             self.stdout.write("Relaying the outbox only.")
             self.stdout.flush()
-            asyncio.run(self._serve(RedisSubscriber(), None, relay=True))
+            asyncio.run(self._serve(RedisSubscriber(), None, relay=True, health=self._health(options)))
             self.stdout.write("Stopped.")
             return
         subscriber = get_global_subscriber()
@@ -92,7 +98,8 @@ class Command(BaseCommand):
         self.stdout.flush()
         runner = asyncio.Runner()
         try:
-            runner.run(self._serve(subscriber, durable, relay=conf.durable and not options.get("no_relay")))
+            runner.run(self._serve(subscriber, durable, relay=conf.durable and not options.get("no_relay"),
+                                   health=self._health(options)))
         finally:
             if durable is not None and durable.abandoned:
                 # Joining the executor would wait for a hung sync handler for ever (SIGTERM did not end
@@ -107,10 +114,28 @@ class Command(BaseCommand):
             runner.close()
         self.stdout.write("Stopped.")
 
-    async def _serve(self, subscriber: Any, durable: GroupConsumer | None, relay: bool) -> None:
+    @staticmethod
+    def _health(options: dict[str, Any]) -> tuple[str, int] | None:
+        port = options.get("health_port")
+        return None if port is None else (options.get("health_host") or "0.0.0.0", port)
+
+    async def _serve(self, subscriber: Any, durable: GroupConsumer | None, relay: bool,
+                     health: tuple[str, int] | None = None) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        probes = None
+        if health is not None:  # before Redis answers: live says the worker runs, ready says it waits
+            probes = await serve_worker_probes(*health, subscriber)
+            logger.info("Health probes on http://%s:%d/__health/live and /__health/ready.", *health)
+        try:
+            await self._work(subscriber, durable, relay, stop)
+        finally:
+            if probes is not None:
+                probes.close()
+                await probes.wait_closed()
+
+    async def _work(self, subscriber: Any, durable: GroupConsumer | None, relay: bool, stop: asyncio.Event) -> None:
         if not await wait_for_redis(stop):
             return
         relay_task = None

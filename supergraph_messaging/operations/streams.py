@@ -1,5 +1,6 @@
-"""What the durable streams hold, for the admin: length, offset and epoch, groups with lag and pending,
-dead letters. Read-only; found by a bounded SCAN, so a keyspace of millions costs one page of it."""
+"""What the durable streams hold, for the admin and the dead-letter tools: length, offset and epoch,
+groups with lag and pending, dead letters. Read-only; found by a bounded SCAN, so a keyspace of millions
+costs one page of it."""
 
 from __future__ import annotations
 
@@ -46,14 +47,16 @@ def _text(raw: Any) -> str:
     return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
 
 
-def _channel(key: str) -> str:
-    """``{prefix}sgm:{{channel}}:stream`` -> the channel as the app names it (without CHANNEL_PREFIX)."""
-    inner = key[len(conf.key_prefix) + len("sgm:{"):-len("}:stream")]
+def channel_of(key: str) -> str:
+    """``{prefix}sgm:{{channel}}:stream`` (or its ``:dead``) -> the channel as the app names it (without
+    CHANNEL_PREFIX)."""
+    inner = key[len(conf.key_prefix) + len("sgm:{"):key.rindex("}:stream")]
     return inner[len(conf.channel_prefix):] if inner.startswith(conf.channel_prefix) else inner
 
 
-def stream_keys(conn: redis.Redis) -> list[str]:
-    match = escape_glob(conf.key_prefix) + "sgm:{*}:stream"
+def stream_keys(conn: redis.Redis, suffix: str = "") -> list[str]:
+    """The channels' stream keys (``suffix=":dead"``: their dead-letter streams), sorted, at most STREAM_LIMIT."""
+    match = escape_glob(conf.key_prefix) + "sgm:{*}:stream" + suffix
     if isinstance(conn, RedisCluster):  # every primary, one after the other (SCAN cursors are per node)
         return sorted(_text(k) for k in islice(conn.scan_iter(match=match, count=1000, _type="stream"),
                                                STREAM_LIMIT))
@@ -79,7 +82,7 @@ def describe(conn: redis.Redis, keys: list[str]) -> list[StreamInfo]:
     for i, key in enumerate(keys):
         length, meta, dead = replies[3 * i: 3 * i + 3]
         meta = {_text(k): _text(v) for k, v in meta.items()}
-        info = StreamInfo(channel=_channel(key), key=key, length=int(length), offset=int(meta.get("s", 0)),
+        info = StreamInfo(channel=channel_of(key), key=key, length=int(length), offset=int(meta.get("s", 0)),
                           epoch=meta.get("e", ""), dead_letters=int(dead))
         for group in conn.xinfo_groups(key):
             group = {_text(k): v for k, v in group.items()}
