@@ -4,7 +4,8 @@ Like the admin's autodiscovery, ``ready()`` imports every installed app's
 ``subscribers`` and ``subscriptions`` modules, so that every process (the
 ASGI server, ``messaging_listen``, ``manage.py check``) sees the same
 registries without each entry point remembering to ask. Nothing here talks
-to Redis or starts a thread: ``migrate`` and ``check`` run it too.
+to Redis or starts a thread: ``migrate`` and ``check`` run it too (the
+Prometheus exporter's thread starts at a process's first count).
 """
 
 from __future__ import annotations
@@ -32,3 +33,8 @@ class SupergraphMessagingConfig(AppConfig):
         from supergraph_messaging.realtime import auth  # noqa: F401 - announces logouts to the WebSocket hubs
 
         autodiscover()
+        from supergraph_messaging import counters
+        from supergraph_messaging.operations import metrics
+
+        if metrics.available():  # the [metrics] extra: export from the process's first count on
+            counters.on_first_count = metrics.start

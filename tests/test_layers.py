@@ -4,7 +4,7 @@ Every ``import`` statement is read, at any depth (inside functions and ``TYPE_CH
 blocks too), so a cycle cannot hide behind an import inside a function. The layers,
 lowest first:
 
-- ``conf``, ``exceptions``, ``signals``, ``models`` (and ``migrations``): the base;
+- ``conf``, ``counters``, ``tracing``, ``exceptions``, ``signals``, ``models`` (and ``migrations``): the base;
 - ``redis``: the transport;
 - ``delivery``: Pub/Sub, streams, the outbox, consumer groups;
 - ``events`` (on delivery) and ``realtime`` (on delivery), which do not know each other;
@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "operations": BASE | {"redis", "delivery", "events", "cache", "realtime", "gateway", "operations"},
 }
 TOP = {"admin", "checks", "management", "apps", "urls", "routing", "__init__"}
-BASE_MODULES = {"conf", "exceptions", "signals", "models", "migrations"}
+BASE_MODULES = {"conf", "counters", "exceptions", "signals", "models", "migrations", "tracing"}
 
 
 def layer(module: str) -> str:

@@ -1,7 +1,9 @@
 """Per-template cache statistics, counted in-process and flushed to Redis in batches.
 
-Counting must not cost a round trip per hit, so counters live in a dict and
-a daemon thread adds them to one Redis hash every few seconds. The admin
+Counting must not cost a round trip per hit, so a hit adds one to
+:mod:`supergraph_messaging.counters` (series ``"cache"``, labels template and
+field; Prometheus exports it from there), and a daemon thread adds what is
+new since its last flush to one Redis hash every few seconds. The admin
 reads that hash, which sums every process.
 """
 
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from typing import Any
 
+from supergraph_messaging import counters
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_key
@@ -21,44 +24,49 @@ STATS_KEY = "supergraph_messaging:stats"
 FLUSH_INTERVAL = 5.0
 FIELDS = ("hits", "misses", "fills", "lease_waits", "invalidations", "bypassed")
 
-_counts: Counter[tuple[str, str]] = Counter()
+#: What the Redis hash has been given of each count (a failed flush leaves it, so the next one retries).
+_flushed: dict[tuple[Any, ...], int] = {}
 _lock = threading.Lock()
 _flusher: threading.Thread | None = None
 
 
 def incr(template: str, field: str, amount: int = 1) -> None:
-    # Unlocked on purpose (this is the hit path): two threads racing on one counter may
-    # lose an increment, which statistics can afford.
-    _counts[(template, field)] += amount
+    counters.incr(("cache", template, field), amount)
     if _flusher is None:
         _start_flusher()
+
+
+def _pending() -> dict[tuple[Any, ...], int]:
+    out = {}
+    for key, value in list(counters.counts.items()):
+        if key[0] == "cache" and value != _flushed.get(key, 0):
+            out[key] = value - _flushed.get(key, 0)
+    return out
 
 
 def local() -> dict[str, dict[str, int]]:
     """This process's counts since the last flush (for tests and debugging)."""
     out: dict[str, dict[str, int]] = {}
-    for (template, field), value in list(_counts.items()):
+    for (_series, template, field), value in _pending().items():
         out.setdefault(template, dict.fromkeys(FIELDS, 0))[field] += value
     return out
 
 
 def flush() -> None:
     with _lock:
-        if not _counts:
+        batch = _pending()
+        if not batch:
             return
-        batch = dict(_counts)
-        _counts.subtract(batch)
-        for k in [k for k, v in _counts.items() if v == 0]:
-            del _counts[k]
-    try:
-        pipe = get_redis_client().redis.pipeline(transaction=False)
-        for (template, field), value in batch.items():
-            pipe.hincrby(full_key(STATS_KEY), f"{template}|{field}", value)
-        pipe.execute()
-    except REDIS_ERRORS as exc:
-        with _lock:
-            _counts.update(batch)  # keep them for the next flush
-        logger.debug("Could not flush cache stats: %s", exc)
+        try:
+            pipe = get_redis_client().redis.pipeline(transaction=False)
+            for (_series, template, field), value in batch.items():
+                pipe.hincrby(full_key(STATS_KEY), f"{template}|{field}", value)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            logger.debug("Could not flush cache stats: %s", exc)  # kept for the next flush
+            return
+        for key, value in batch.items():
+            _flushed[key] = _flushed.get(key, 0) + value
 
 
 def read() -> dict[str, dict[str, int]]:

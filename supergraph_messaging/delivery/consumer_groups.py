@@ -37,6 +37,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, close_old_connections, transaction
 
+from supergraph_messaging import counters, tracing
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import streams
 from supergraph_messaging.redis.client import get_redis_client
@@ -228,18 +229,22 @@ class GroupConsumer:
         args = (data, channel) if handler.wants_channel else (data,)
         timeout = conf.handler_timeout
         for attempt in range(1, conf.max_deliveries + 1):
+            started = asyncio.get_running_loop().time()
             try:
                 try:
                     async with asyncio.timeout(timeout):
-                        if handler.once:
-                            await sync_to_async(_run_once, thread_sensitive=False)(group, event_id, handler.func,
-                                                                                   args)
+                        if handler.once:  # handler.func: not handler.call's span, so it gets one here
+                            with tracing.span(f"{channel} process", data.get("_meta") if isinstance(data, dict)
+                                              else None, "consumer", **{"code.function": handler.name}):
+                                await sync_to_async(_run_once, thread_sensitive=False)(group, event_id,
+                                                                                       handler.func, args)
                         else:
                             await handler.call(*args)
                 except (asyncio.CancelledError, TimeoutError):
                     if handler.once or handler.sync:
                         self.abandoned += 1  # its thread runs on; nothing can stop a sync call
                     raise
+                counters.observe(("handler", channel, handler.name), asyncio.get_running_loop().time() - started)
                 break
             except asyncio.CancelledError:
                 raise
@@ -255,6 +260,8 @@ class GroupConsumer:
                     reason += "; its thread was abandoned and may still finish"
             except Exception as exc:
                 reason = repr(exc)
+            counters.observe(("handler", channel, handler.name), asyncio.get_running_loop().time() - started)
+            counters.incr(("handler_errors", channel, handler.name))
             if self._should_log(channel):
                 logger.error("Handler %s failed on event %s of %r (attempt %d of %d): %s", handler.name,
                              event_id, channel, attempt, conf.max_deliveries, reason,
@@ -290,6 +297,7 @@ class GroupConsumer:
         """Copy the entry to the dead-letter stream with the group that gave up on it (replay puts it back
         into that group only: operations.dead_letters) and why."""
         self.dead_lettered += 1
+        counters.incr(("dead_lettered", channel))
         await conn.xadd(dead_letter_key(channel), {**fields, b"entry": entry_id, b"group": group.encode(),
                                                    b"reason": reason.encode()},
                         maxlen=conf.stream_maxlen, approximate=True)

@@ -24,6 +24,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from supergraph_messaging import counters, tracing
 from supergraph_messaging.conf import conf
 from supergraph_messaging.redis.keys import is_glob
 
@@ -37,11 +38,7 @@ def _wants_channel(func: HandlerFunc) -> bool:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
@@ -56,6 +53,8 @@ class Handler:
         self.name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
         self.wants_channel = _wants_channel(func)
         self.sync = not inspect.iscoroutinefunction(func)
+        if tracing.active():  # a span per call, the child of the message's traceparent (self.func stays)
+            func = tracing.traced(func, self.name, not self.sync)
         if not self.sync:
             self.call: Callable[..., Awaitable[Any]] = func
         else:
@@ -65,11 +64,8 @@ class Handler:
 
 
 def _with_fresh_db_connections(func: HandlerFunc) -> HandlerFunc:
-    """Run ``func`` as Channels runs ORM code (``database_sync_to_async``).
-
-    A worker lives for days: without ``close_old_connections`` around each
-    call, a database restart would leave it holding a dead connection.
-    """
+    """Run ``func`` as Channels runs ORM code (``database_sync_to_async``): a worker lives for days, and
+    without ``close_old_connections`` around each call a database restart left it a dead connection."""
 
     if not settings.configured:  # a script without Django has no database to look after
         return func
@@ -116,10 +112,6 @@ class Handlers:
         del self.by_channel[channel]
         return True
 
-    def names(self) -> dict[str, list[str]]:
-        """channel -> the dotted names of its handlers (for the AsyncAPI document)."""
-        return {channel: [h.name for h in handlers] for channel, handlers in self.by_channel.items()}
-
     def take_exact(self, keep: tuple[str, ...] = ()) -> dict[str, list[Handler]]:
         """Remove and return the handlers of exact (non-glob) channels, except ``keep``."""
         taken = {c: h for c, h in self.by_channel.items() if not is_glob(c) and c not in keep}
@@ -146,12 +138,14 @@ class Handlers:
             awaitable = handler.call(data, channel) if handler.wants_channel else handler.call(data)
             if type(awaitable) is not types.CoroutineType:
                 return self._finish(handler, awaitable, list(handlers[index + 1:]), channel, data)
+            started = time.perf_counter()
             try:
                 waiting_on = awaitable.send(None)
             except StopIteration:
+                counters.observe(("handler", channel, handler.name), time.perf_counter() - started)
                 continue
             except (Exception, asyncio.CancelledError):  # the handler's own: this is no task being cancelled
-                self.errors += 1
+                self.failed(channel, handler)
                 logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
                 continue
             return self._finish(handler, resumed(awaitable, waiting_on), list(handlers[index + 1:]), channel, data)
@@ -169,7 +163,7 @@ class Handlers:
 
     async def _settle(self, handler: Handler, channel: str, call: Awaitable[Any]) -> None:
         """Await one handler's call under ``HANDLER_TIMEOUT``; a failure or a timeout is logged and counted."""
-        timeout = conf.handler_timeout
+        timeout, started = conf.handler_timeout, time.perf_counter()
         try:
             # asyncio.timeout, not wait_for: wait_for wraps every call in a task of its own, which
             # cost a third of the subscriber's throughput.
@@ -182,13 +176,18 @@ class Handlers:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            self.errors += 1
+            self.failed(channel, handler)
             logger.error("Handler %s took longer than HANDLER_TIMEOUT (%s s) on a message from %r; its "
                          "channel moves on%s.", handler.name, timeout, channel,
                          " (a sync handler keeps running in its thread)" if handler.sync else "")
         except Exception:
-            self.errors += 1
+            self.failed(channel, handler)
             logger.exception("Handler %s failed on a message from %r.", handler.name, channel)
+        counters.observe(("handler", channel, handler.name), time.perf_counter() - started)
+
+    def failed(self, channel: str, handler: Handler) -> None:
+        self.errors += 1
+        counters.incr(("handler_errors", channel, handler.name))
 
 
 @types.coroutine
@@ -276,7 +275,7 @@ class HandlerRegistry:
 
     def handler_names(self) -> dict[str, list[str]]:
         """channel -> the dotted names of its handlers (for the AsyncAPI document)."""
-        return self.handlers.names()
+        return {channel: [h.name for h in handlers] for channel, handlers in self.handlers.by_channel.items()}
 
     def take_exact_handlers(self, keep: tuple[str, ...] = ()) -> dict[str, list[Handler]]:
         """Remove and return the handlers of exact (non-glob) channels, except ``keep``.

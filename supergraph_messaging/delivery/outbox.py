@@ -25,13 +25,15 @@ from typing import Any
 from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
+from supergraph_messaging import counters as operational
+from supergraph_messaging import tracing
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import streams
 from supergraph_messaging.delivery.pipelined import publisher
 from supergraph_messaging.exceptions import NotReplicated
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
-from supergraph_messaging.redis.serialization import dumps, without_position
+from supergraph_messaging.redis.serialization import decode_or_undecodable, dumps, without_position
 from supergraph_messaging.signals import EVENTS, event_published
 
 logger = logging.getLogger("supergraph_messaging.outbox")
@@ -81,6 +83,7 @@ def enqueue(channel: str, payload: Any, using: str | None = None) -> uuid.UUID |
         cursor.execute(_insert_sql(db), [fields[0].get_db_prep_save(event_id, connection), channel, data,
                                                  fields[1].get_db_prep_save(timezone.now(), connection)])
     counters["enqueued"] += 1
+    operational.incr(("outbox_enqueued", channel))
     if not _nudge_registered(connection):
         transaction.on_commit(nudge, using=db)
     return event_id
@@ -118,8 +121,15 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
 
     def append(rows: list[Any]) -> list[tuple[int, str, bool, int]]:
         generation = client.generation
+        started = time.time_ns()
         with client.boundary:
             results = streams.append_many(client.redis, [(r.channel, str(r.event_id), r.payload) for r in rows])
+        if tracing.active():  # a "relay" span per row, the child of the trace its event was published in
+            finished = time.time_ns()
+            for r in rows:
+                meta = decode_or_undecodable(r.payload.encode())
+                tracing.ended(f"{r.channel} relay", meta.get("_meta") if isinstance(meta, dict) else None,
+                              started, finished, **{"messaging.destination.name": r.channel})
         if client.generation != generation:
             # Sentinel moved the primary meanwhile: the appends may be on the demoted one, which discards
             # them when it resyncs. Appended again on the new primary, idempotently.
@@ -152,6 +162,10 @@ def relay(using: str | None = None, limit: int | None = None) -> int:
         with transaction.atomic(using=db):
             mark(rows)
     counters["relayed"] += len(rows)
+    for row, (_offset, _epoch, published, _receivers) in zip(rows, results, strict=True):
+        operational.incr(("outbox_relayed", row.channel))
+        if published:
+            operational.incr(("events_published", row.channel))
     _trim_and_pace(client, {r.channel for r in rows})
     _announce(rows, results)
     republished = sum(not published for _, _, published, _ in results)

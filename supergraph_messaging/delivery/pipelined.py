@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from supergraph_messaging import counters as operational
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery._wire import ClosedBeforeSend, Wire, open_wire
 from supergraph_messaging.redis.client import RedisClient, get_redis_client
@@ -313,12 +314,14 @@ def _event_id(payload: dict[str, Any]) -> Any:
 def published(channel: str, payload: dict[str, Any], receivers: int) -> None:
     """Count a confirmed event and send ``event_published``."""
     counters["published"] += 1
+    operational.incr(("events_published", channel))
     event_published.send(sender=EVENTS, channel=channel, payload=payload, receivers=receivers)
 
 
 def failed(channel: str, payload: dict[str, Any], reason: str, kind: str) -> None:
     """Count and log an event that was not published (``kind``: ``failed`` or ``dropped``), naming it."""
     counters[kind] += 1
+    operational.incr(("events_failed", channel, kind))
     verb = "Dropped" if kind == "dropped" else "Could not publish"
     logger.error("%s event %s on %r: %s", verb, _event_id(payload), channel, reason)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
+from supergraph_messaging import tracing
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
 from supergraph_messaging.delivery.pipelined import failed, published, publisher
@@ -112,6 +113,7 @@ def publish_on_commit(channel: str, payload: dict[str, Any], using: str | None =
     With ``DELIVERY = "durable"`` the event is written to the outbox in the
     current transaction instead, and relayed after the commit.
     """
+    payload = tracing.published(channel, payload)  # its traceparent in _meta, with OpenTelemetry
     if conf.durable:
         outbox.enqueue(channel, payload, using)
     elif conf.publish_in_background:

@@ -20,6 +20,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
 
+from supergraph_messaging import counters
 from supergraph_messaging.conf import conf
 from supergraph_messaging.realtime.access import AccessMixin
 from supergraph_messaging.realtime.auth import session_digest
@@ -45,6 +46,7 @@ logger = logging.getLogger("supergraph_messaging.ws")
 #: ack show).
 PROCESS_ID = os.urandom(4).hex()
 _connections = itertools.count(1)
+CONNECTED, DISCONNECTED = ("ws_connected",), ("ws_disconnected",)
 
 
 class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
@@ -150,6 +152,8 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Channels' version, without the same hop (and without groups: the hub holds the routes)."""
+        if not self.closing:  # the client's close (a server's close was counted by abort)
+            counters.incr(("ws_closes", str(message.get("code", 1000)), "client"))
         await self.disconnect(message.get("code", 1000))
         raise StopConsumer
 
@@ -166,6 +170,7 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
         self.rechecking: asyncio.Task[None] | None = None
         self.grants: dict[str, Any] = {}
         self.directory.connected()
+        counters.incr(CONNECTED)
         self.timers: dict[str, asyncio.TimerHandle] = {
             "init": asyncio.get_running_loop().call_later(conf.ws_init_timeout, self._init_timed_out)}
         session_key = getattr(self.scope.get("session"), "session_key", None)
@@ -175,6 +180,7 @@ class SubscriptionConsumer(SubscribingMixin, AccessMixin, OutgoingMixin, AsyncWe
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        counters.incr(DISCONNECTED)
         self.closing = True
         self._release_routes()
         digest = getattr(self, "session_digest", None)

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from supergraph_messaging import counters, tracing
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery.history import Position, entry_at, fill, position_of
 from supergraph_messaging.delivery.subscriber import RedisSubscriber
@@ -145,6 +146,7 @@ class ChannelRoutes:
 
 
 _MISSING = object()
+DELIVERIES = counters.cell(("ws_deliveries",))
 
 
 class Hub:
@@ -198,6 +200,7 @@ class Hub:
         if not await self.subscriber.wait_connected(RECONNECT_WAIT):
             raise RedisUnavailable("the hub is reconnecting to Redis")
         self._routes.add(route)
+        counters.incr(("ws_subscribed", route.entity))
         new = []
         for channel in route.channels:
             routes = self._channels.get(channel)
@@ -242,6 +245,7 @@ class Hub:
         if route not in self._routes:
             return
         self._routes.discard(route)
+        counters.incr(("ws_unsubscribed", route.entity))
         for channel in route.channels:
             routes = self._channels.get(channel)
             if routes is None:
@@ -261,6 +265,7 @@ class Hub:
                 data = await self._confirmed(channel, position, data)
             self.dispatch(key, channel, data)
 
+        handler.untraced = True  # type: ignore[attr-defined]  # the deliver span is the hub's (dispatch)
         return handler
 
     def _hold(self, key: str, channel: str, data: Any) -> bool:
@@ -315,6 +320,16 @@ class Hub:
         routes = self._channels.get(key)
         if routes is None:
             return
+        if tracing.active():  # one "deliver" span per event, the child of its traceparent
+            with tracing.span(f"{channel} deliver", data.get("_meta") if isinstance(data, dict) else None,
+                              "consumer", **{"messaging.destination.name": channel}) as span:
+                before = self.delivered
+                self._dispatch(routes, channel, data)
+                span.set_attribute("supergraph_messaging.deliveries", self.delivered - before)
+            return
+        self._dispatch(routes, channel, data)
+
+    def _dispatch(self, routes: ChannelRoutes, channel: str, data: Any) -> None:
         position = position_of(data)
         if position is not None:
             self.positions[channel] = position
@@ -332,6 +347,7 @@ class Hub:
                     projected = {f: data[f] for f in route.fields if f in data}
                 text = encoded[route.fields] = serialization.dumps(projected).decode()
             self.delivered += 1
+            DELIVERIES[0] += 1
             route.sink.deliver(route, channel, text, position)
 
     async def _on_reconnect(self) -> None:

@@ -17,12 +17,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from supergraph_messaging import counters
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery.handlers import resumed
 from supergraph_messaging.realtime.flow_control import FlowControl
 from supergraph_messaging.realtime.protocol import REASONS, TOO_SLOW, frame
 
 logger = logging.getLogger("supergraph_messaging.ws")
+
+FRAMES_SENT = counters.cell(("ws_frames_sent",))
 
 
 async def _drive(awaitable: Awaitable[None]) -> None:
@@ -99,6 +102,7 @@ class OutgoingMixin:
             while outgoing:
                 try:
                     await send({"type": "websocket.send", "text": outgoing.pop(0)})
+                    FRAMES_SENT[0] += 1
                 except Exception as exc:  # never into the caller: the hub is delivering to every connection
                     if not self._refused(exc):
                         logger.exception("Sending to WebSocket connection %s failed; closing it.",
@@ -141,6 +145,9 @@ class OutgoingMixin:
         self.closing = True
         logger.info("Closing WebSocket connection %s with code %d (%s).", self.connection_id, code,
                     REASONS.get(code, "protocol"))
+        counters.incr(("ws_closes", str(code), "server"))
+        if self.outgoing:
+            counters.incr(("ws_frames_dropped",), len(self.outgoing))
         self._release_routes()
         self.outgoing.clear()
         if self.sending is not None:

@@ -31,13 +31,14 @@ PROBE_ERRORS = (redis.exceptions.RedisError, OSError)
 class CircuitBreaker:
     """Open while Redis is known to be down; ``probe`` (a call that raises unless Redis answers) closes it."""
 
-    __slots__ = ("_lock", "_prober", "failing", "failures", "name", "probe")
+    __slots__ = ("_lock", "_prober", "failing", "failures", "name", "probe", "trips")
 
     def __init__(self, name: str, probe: Callable[[], None]) -> None:
         self.name = name
         self.probe = probe
         self.failing = False
         self.failures = 0
+        self.trips = 0  # times it opened
         self._lock = threading.Lock()
         self._prober: tuple[int, threading.Thread] | None = None
 
@@ -54,6 +55,7 @@ class CircuitBreaker:
             if self.failing:
                 return
             self.failing = True
+            self.trips += 1
         logger.warning(
             "Redis at %s is unreachable (%s); serving without the cache until it is back.",
             self.name,

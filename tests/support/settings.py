@@ -134,3 +134,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"supergraph_messaging": {"handlers": ["console"], "level": "INFO"}},
 }
+if os.environ.get("SGM_TEST_TRACE_FILE"):  # tests/operations/test_tracing.py: the SDK, before the app registers
+    from tests.support.tracing import configure
+
+    configure(os.environ["SGM_TEST_TRACE_FILE"])

@@ -16,6 +16,7 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
 from supergraph_messaging.delivery.consumer_groups import GroupConsumer
 from supergraph_messaging.delivery.subscriber import RedisSubscriber, get_global_subscriber
+from supergraph_messaging.operations import metrics
 from supergraph_messaging.operations.health import serve_worker_probes
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
@@ -66,8 +67,12 @@ class Command(BaseCommand):
         parser.add_argument("--health-port", type=int, default=None,
                             help="Serve GET /__health/live and /__health/ready on this port (answered by the "
                                  "worker's event loop: a stuck loop fails its liveness probe).")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve the Prometheus exposition on this port, without access control (for a "
+                                 "scraper inside the network; needs the [metrics] extra).")
         parser.add_argument("--health-host", default="0.0.0.0",
-                            help="The address --health-port listens on (default: all, for Kubernetes probes).")
+                            help="The address --health-port and --metrics-port listen on (default: all, "
+                                 "for Kubernetes).")
         roles = parser.add_mutually_exclusive_group()
         roles.add_argument("--no-relay", action="store_true",
                            help="Durable delivery: run the handlers only; another process relays the outbox.")
@@ -76,6 +81,12 @@ class Command(BaseCommand):
                                 "at a time; others stand by).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options.get("metrics_port") is not None:
+            if not metrics.available():
+                raise CommandError("--metrics-port needs prometheus-client: "
+                                   "pip install 'supergraph-messaging[metrics]'.")
+            metrics.start()
+            metrics.start_metrics_server(options["metrics_port"], options.get("health_host") or "0.0.0.0")
         if options.get("relay_only"):
             if not conf.durable:
                 raise CommandError("--relay-only needs DELIVERY = 'durable': there is no outbox to relay.")
