@@ -20,7 +20,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from supergraph_messaging.admin import dead_letters as dead_letters  # registers DeadLetterAdmin
-from supergraph_messaging.admin import keyspace
+from supergraph_messaging.admin import health, keyspace
 from supergraph_messaging.cache import invalidation, stats
 from supergraph_messaging.conf import conf
 from supergraph_messaging.delivery import outbox
@@ -61,6 +61,7 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             path("channels/", wrap(self.channels_view), name=f"{name}_channels"),
             path("templates/", wrap(self.templates_view), name=f"{name}_templates"),
             path("streams/", wrap(self.streams_view), name=f"{name}_streams"),
+            path("health/", wrap(self.health_view), name=f"{name}_health"),
         ]
 
     # -- helpers ------------------------------------------------------------
@@ -246,6 +247,12 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                                 oldest=oldest, limit=streams.STREAM_LIMIT,
                                 outbox_url=reverse("admin:supergraph_messaging_outboxevent_changelist"))
         return TemplateResponse(request, TEMPLATE_DIR + "streams.html", context)
+
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        """The last hour of the numbers /metrics shows, as charts (admin/health.py)."""
+        self._require(request)
+        return health.health_view(self._context(request, "Messaging health"), request)
 
 
 class RelayedFilter(admin.SimpleListFilter):

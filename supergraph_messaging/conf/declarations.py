@@ -119,6 +119,11 @@ class DeliverySettings:
     relay_poll_interval = Setting(0.5, NUMBER, is_positive_number,
                                   doc="How often the relay looks for rows nobody relayed (a crash, an outage).",
                                   convert=float)
+    health_sample_interval = Setting(10.0, "a positive number (seconds) or None",
+                                     is_optional_positive_number,
+                                     doc="How often one process samples the numbers of /metrics for the admin's "
+                                     "Messaging health page (an hour of them is kept in Redis); None: never.",
+                                     convert=optional_float)
     health_outbox_max_age = Setting(60.0, NUMBER, is_positive_number,
                                     doc="GET /__health/ready fails (503) while the oldest unrelayed outbox row is "
                                     "older than this many seconds: the relay is stuck or Redis is gone.",

@@ -66,7 +66,7 @@ COUNTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ws_closes": ("websocket_closes", "WebSocket connections closed, by close code and by whom.", ("code", "by")),
 }
 CACHE_FIELDS = ("hits", "misses", "fills", "lease_waits", "invalidations", "bypassed")
-HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HANDLER_BUCKETS = counters.DURATION_BOUNDS
 
 
 def available() -> bool:
@@ -108,16 +108,19 @@ class Exporter:
         self.breaker_trips = Gauge(_name("breaker_trips"), "Times the circuit breaker opened since the process "
                                    "started.", ("redis",), multiprocess_mode="livesum")
         self._exported: dict[tuple[Any, ...], int] = {}
+        self._exported_histograms: dict[tuple[Any, ...], list[float]] = {}
         self._lock = threading.Lock()
 
     def sync(self) -> None:
         """Move what was counted since the last call into the metrics (thread-safe; cheap when idle)."""
         with self._lock:
             self._counts()
-            for (_series, channel, handler), values in counters.take_observations().items():
-                child = self.handler_seconds.labels(channel, handler)
-                for value in values:
-                    child.observe(value)
+            for key, held in list(counters.histograms.items()):
+                now = list(held)
+                before = self._exported_histograms.get(key)
+                self._exported_histograms[key] = now
+                add_counts(self.handler_seconds.labels(*key[1:]),
+                           now if before is None else [a - b for a, b in zip(now, before, strict=True)])
             self._gauges()
 
     def _counts(self) -> None:
@@ -148,6 +151,18 @@ class Exporter:
         for client in list(redis_client._clients.values()):
             self.breaker_open.labels(client.masked_url).set(1 if client.breaker.failing else 0)
             self.breaker_trips.labels(client.masked_url).set(client.breaker.trips)
+
+
+def add_counts(child: Any, counts: list[float]) -> None:
+    """Add per-bucket counts and a sum (``counters.histograms``' layout) to a histogram's child."""
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    if buckets is None or total is None or len(buckets) != len(counts) - 1:
+        raise TypeError("this prometheus-client keeps its histogram buckets otherwise")
+    for bucket, added in zip(buckets, counts[:-1], strict=True):
+        if added > 0:
+            bucket.inc(added)
+    if counts[-1] > 0:
+        total.inc(counts[-1])
 
 
 class SharedState:
@@ -231,10 +246,13 @@ def start() -> None:
 
 
 def _sync_forever() -> None:
+    from supergraph_messaging.operations import history
+
     while True:
         time.sleep(SYNC_INTERVAL)
         try:
             exporter().sync()
+            history.maybe_sample()  # the health page's: one process per HEALTH_SAMPLE_INTERVAL takes the slot
         except Exception:  # the exporter must never die; the next round retries
             logger.exception("Moving counts into the Prometheus metrics failed.")
 

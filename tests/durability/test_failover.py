@@ -177,12 +177,24 @@ class Sentinels:
         while True:
             try:
                 self.setup._sentinel(self.setup.ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
-                break
             except redis.ResponseError as exc:  # refused while the sentinels still settle the previous one
                 assert time.monotonic() < deadline, f"SENTINEL FAILOVER refused for 30 s: {exc}"
                 time.sleep(0.2)
+                continue
+            # An accepted FAILOVER can still be aborted (no replica good enough at that instant: a CI run's
+            # sentinels never switched in 30 s): ask again if no switch came within 10 s.
+            if self._switched(old, 10.0) or time.monotonic() >= deadline:
+                break
         self._await_switch(old)
         self._await_replica(old)
+
+    def _switched(self, old: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.primary_port() == old:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def kill_primary(self) -> None:
         old = self.primary_port()

@@ -118,3 +118,47 @@ def test_a_series_takes_a_bounded_number_of_label_sets() -> None:
         counters.counts.clear()
         counters.counts.update(before)
         counters._label_sets.pop("bounded_test", None)
+
+
+def test_the_health_history_is_one_sample_per_interval_and_draws_only_numbers(redis_conn: Any) -> None:
+    from django.test import override_settings
+
+    from supergraph_messaging.operations import history
+
+    redis_conn.delete(history.SAMPLES_KEY, history.LOCK_KEY)
+    with override_settings(SUPERGRAPH_MESSAGING={"HEALTH_SAMPLE_INTERVAL": 60}):
+        assert history.maybe_sample() is True
+        assert history.maybe_sample() is False  # this interval's slot is taken (by any process)
+    (sample,) = history.samples()
+    assert set(sample["n"]) == {"published", "lag", "dead", "hits", "misses", "connections", "closes"}
+    fake = [{"t": 0.0, "n": {"published": {"c": 10.0}}}, {"t": 10.0, "n": {"published": {"c": 30.0}}},
+            {"t": 20.0, "n": {"published": {"c": 5.0}}}, {"t": 30.0, "n": {}}]  # a restart, then nothing
+    assert history.rates(fake, "published", "c") == [(10.0, 2.0), (20.0, 0.0), (30.0, None)]
+    svg = history.sparkline(history.rates(fake, "published", "c"))
+    assert svg.startswith("<svg") and "<script" not in svg and "polyline" in svg
+    assert "empty" in history.sparkline([(0.0, None)])
+
+
+def test_durations_counted_per_bucket_export_exactly_as_one_by_one() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from supergraph_messaging import counters
+    from supergraph_messaging.operations.metrics import HANDLER_BUCKETS, add_counts
+
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one", "one", buckets=HANDLER_BUCKETS, registry=registry)
+    in_bulk = Histogram("bulk", "bulk", buckets=HANDLER_BUCKETS, registry=registry)
+    key = ("handler", "test.durations", "t.handler")
+    try:
+        for d in [0.0001, 0.0005, 0.0005, 0.003, 0.01, 0.7, 12.0, 31.0, 0.0, 30.0]:  # 0.0005, 30.0: on a bound
+            one_by_one.observe(d)
+            counters.observe(key, d)
+        add_counts(in_bulk, counters.histograms[key])
+    finally:
+        counters.histograms.pop(key, None)
+    lines = generate_latest(registry).decode().splitlines()
+
+    def series(name: str) -> list[str]:
+        return [line.split(" ", 1)[1] for line in lines if line.startswith(name + "_") and "_created" not in line]
+
+    assert series("one") == series("bulk")

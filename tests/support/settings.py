@@ -101,6 +101,9 @@ SUPERGRAPH_MESSAGING = {
     # The worker attack tests give handlers a deadline and SIGTERM a short grace.
     "HANDLER_TIMEOUT": float(os.environ["SGM_HANDLER_TIMEOUT"]) if os.environ.get("SGM_HANDLER_TIMEOUT") else None,
     "SHUTDOWN_TIMEOUT": float(os.environ.get("SGM_SHUTDOWN_TIMEOUT", "30")),
+    # The health page's sampler writes to Redis once per interval from any process that counts: off in
+    # the suite (the admin's key listings count keys), on where a test asks for it.
+    "HEALTH_SAMPLE_INTERVAL": None,
 }
 # The gateway tests run this project in three roles: the service owning tests.testapp's entities (the
 # default), a second service (tests.beacon) and a gateway federating both (no entities of its own).
