@@ -2,7 +2,7 @@
 
 Every ``HEALTH_SAMPLE_INTERVAL`` seconds one process (whichever takes the
 slot's lock in Redis first; each process with the ``[metrics]`` extra tries
-from its exporting thread) renders the same exposition ``/metrics`` serves,
+from its exporting thread) collects what ``/metrics`` serves (the same registry),
 keeps the few series the page draws, and pushes them as one JSON sample to a
 Redis list trimmed to an hour. In multi-process mode that exposition sums
 every process of the host; without it, the sampling process's own counts
@@ -47,12 +47,9 @@ DRAWN = {
 def numbers() -> dict[str, dict[str, float]]:
     """The drawn series, as ``/metrics`` would answer now: {series: {label value: value}} (summed over
     the other labels)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    body, _ = metrics.render()
     prefix = metrics._name("")
     out: dict[str, dict[str, float]] = {name: {} for name, _label in DRAWN.values()}
-    for family in text_string_to_metric_families(body.decode()):
+    for family in metrics.registry().collect():  # what render() writes out, without writing and parsing it
         for sample in family.samples:
             drawn = DRAWN.get(sample.name[len(prefix):]) if sample.name.startswith(prefix) else None
             if drawn is not None:

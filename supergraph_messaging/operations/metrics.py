@@ -28,6 +28,7 @@ for a scraper inside the network.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import threading
@@ -70,11 +71,8 @@ HANDLER_BUCKETS = counters.DURATION_BOUNDS
 
 
 def available() -> bool:
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether prometheus-client is installed (found, not imported: start-up and migrate stay as cheap)."""
+    return importlib.util.find_spec("prometheus_client") is not None
 
 
 def _name(name: str) -> str:
@@ -236,8 +234,7 @@ def start() -> None:
     global _started
     if not available():
         return
-    exporter()
-    with _start_lock:
+    with _start_lock:  # the thread builds the exporter: importing prometheus-client is not the caller's to wait for
         if _started is not None and _started[0] == os.getpid() and _started[1].is_alive():
             return
         thread = threading.Thread(target=_sync_forever, name="sgm-metrics", daemon=True)
@@ -248,6 +245,7 @@ def start() -> None:
 def _sync_forever() -> None:
     from supergraph_messaging.operations import history
 
+    exporter()
     while True:
         time.sleep(SYNC_INTERVAL)
         try:
@@ -257,17 +255,24 @@ def _sync_forever() -> None:
             logger.exception("Moving counts into the Prometheus metrics failed.")
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition of every series (all processes' in multi-process mode)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+def registry() -> Any:
+    """What a scrape reads, this process's counts moved in first: every process's in multi-process mode."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
     exporter().sync()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(SharedState())
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    shared = CollectorRegistry()
+    multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
+    shared.register(SharedState())
+    return shared
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition of every series (all processes' in multi-process mode)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
