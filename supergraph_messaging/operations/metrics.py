@@ -72,7 +72,10 @@ HANDLER_BUCKETS = counters.DURATION_BOUNDS
 
 def available() -> bool:
     """Whether prometheus-client is installed (found, not imported: start-up and migrate stay as cheap)."""
-    return importlib.util.find_spec("prometheus_client") is not None
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except ImportError:  # an import hook that refuses it (a sandboxed or frozen environment): not installed
+        return False
 
 
 def _name(name: str) -> str:
