@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_storm.py [--runs=1] [--n=10000] [--clients=4]
         [--servers=uvicorn-websockets-sansio] [--gc-threshold=10000] [--profile=storm.svg]
+        [--profile-stop=stop.txt]
 
 Durable delivery (``DELIVERY="durable"``): this process publishes every
 event with ``redis_publish``, which appends it to the channel's stream, at
@@ -27,7 +28,8 @@ how fast a storm is absorbed.
 setting docs/deployment.md recommends (the default, 700, spends a quarter
 of a connect's CPU in the collector). ``--profile=FILE`` records the new
 server through the storm with py-spy (on PATH): a flame graph, or raw
-stacks when FILE ends in ``.txt``.
+stacks when FILE ends in ``.txt``; ``--profile-stop=FILE`` the old server
+from a second before its SIGTERM until it exits.
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def storm(server_kind: str, n: int, redis_port: int) -> dict[str, Any]:
         publisher.start()
         time.sleep(PHASE_SECONDS)
         publisher.phase = "storm"
+        if arg("profile-stop", ""):  # py-spy's flame graph of the old server's shutdown
+            subprocess.Popen(["py-spy", "record", "-o", arg("profile-stop", ""), "-r", "250", "-p",
+                                    str(server.pid), "-f", "raw" if arg("profile-stop", "").endswith(".txt")
+                                    else "flamegraph"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         killed = time.time()
         os.killpg(server.pid, signal.SIGTERM)
         try:

@@ -5,6 +5,10 @@ events (:8002) and notifications (:8003), each a daphne with its own settings
 and SQLite database and a messaging_listen worker; and the gateway (:8000)
 with the live page and the one /subscribe. $DEMO_PORTS moves them
 ("gateway,access_control,events,notifications").
+
+Each service's daphne and worker share a PROMETHEUS_MULTIPROC_DIR
+($DEMO_DATA_DIR/metrics/<service>, emptied at start), so the service's
+/metrics sums both processes.
 """
 
 from __future__ import annotations
@@ -54,8 +58,13 @@ def start_embedded_redis() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"embedded Redis ({binary}) did not start; see {folder / 'redis.log'}")
 
 
+def metrics_dir(base: dict[str, str], service: str) -> Path:
+    return Path(base["DEMO_DATA_DIR"]) / "metrics" / service
+
+
 def settings_env(base: dict[str, str], service: str) -> dict[str, str]:
-    return dict(base, DJANGO_SETTINGS_MODULE=f"demo_project.{service}.settings")
+    return dict(base, DJANGO_SETTINGS_MODULE=f"demo_project.{service}.settings",
+                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir(base, service)))
 
 
 def manage(service: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -102,6 +111,9 @@ def main() -> None:
     ports = dict(zip(("gateway", *SERVICES), map(int, env.setdefault("DEMO_PORTS", "8000,8001,8002,8003").split(",")),
                      strict=True))
     (Path(env.setdefault("DEMO_DATA_DIR", str(ROOT / "demo_project" / "data")))).mkdir(parents=True, exist_ok=True)
+    for service in ("gateway", *SERVICES):  # prometheus-client's multi-process files of a previous run: gone
+        shutil.rmtree(metrics_dir(env, service), ignore_errors=True)
+        metrics_dir(env, service).mkdir(parents=True)
     children: list[subprocess.Popen[bytes]] = []
     if not env.get("REDIS_URL"):
         redis_proc, env["REDIS_URL"] = start_embedded_redis()
@@ -130,6 +142,7 @@ Demo running (each a process of its own; a messaging_listen worker beside each s
   events          {base["events"]}/api/raw-events/ · /api/cache-stats/
   notifications   {base["notifications"]}/api/notifications/
   WebSocket       ws://{HOST}:{ports["gateway"]}/subscribe
+  Each service: /metrics (Prometheus) · /__health/ready · the admin's Messaging health page
 Ctrl-C stops everything.""", flush=True)
         stop = False
 

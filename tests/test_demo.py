@@ -27,6 +27,7 @@ import redis
 import websockets
 
 from tests.conftest import ROOT
+from tests.operations.test_metrics import SERIES
 from tests.support.browser import browser_page, shot  # noqa: F401 - fixture
 from tests.support.redis_server import free_port
 
@@ -43,6 +44,7 @@ class Demo:
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
         env.update(DEMO_PORTS=",".join(map(str, self.ports.values())), DEMO_DATA_DIR=tmp, PYTHONUNBUFFERED="1")
+        self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "demo_project/run.py"], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
@@ -192,3 +194,137 @@ def test_live_page_in_a_browser(demo: Demo, browser_page: Any) -> None:  # noqa:
     page.wait_for_function("document.querySelectorAll('#events li').length >= 2")
     page.wait_for_timeout(2500)  # let the stats panel refresh
     shot(page, "demo-live")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+P = "supergraph_messaging_"
+
+
+def scrape(demo: Demo, service: str) -> Samples:
+    """The service's /metrics: its daphne and its messaging_listen, summed (one PROMETHEUS_MULTIPROC_DIR each)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(demo.urls[service] + "/metrics", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == P + name and dict(ls).items() >= labels.items())
+
+
+async def test_metrics_of_the_running_demo_count_10_writes_and_10_deliveries_exactly(demo: Demo) -> None:
+    """Issue 29's acceptance on the demo itself: 10 API writes at access_control, 10 WebSocket deliveries at
+    the gateway, each counted exactly once across the service's daphne and worker."""
+    access_control = httpx.AsyncClient(base_url=demo.urls["access_control"], timeout=10)
+    changes = await ws_subscribe(demo, "CameraChanges", {})
+    r = await access_control.post("/api/cameras/", json={"mac_address": "ME:TR:IC:00:00:01", "name": "Metrics",
+                                                         "complex_id": 77})
+    assert r.status_code == 201, r.text
+    camera = r.json()
+    assert (await next_event(changes))["channel"] == "camera.created"
+    await asyncio.sleep(2.5)  # each process moves its counts into the shared files once a second
+    before = {service: scrape(demo, service) for service in SERVICES}
+    for n in range(10):
+        r = await access_control.patch(f"/api/cameras/{camera['id']}/", json={"name": f"Metrics {n}"})
+        assert r.status_code == 200, r.text
+    got = [await next_event(changes) for _ in range(10)]
+    assert [e["channel"] for e in got] == ["camera.updated"] * 10
+    demo.redis.delete("camera:mac:ME:TR:IC:00:00:01")  # the events service's lookup: a miss and fill, then a hit
+    async with httpx.AsyncClient(base_url=demo.urls["events"], timeout=10) as events:
+        for _ in range(2):
+            r = await events.post("/api/raw-events/", json={"mac_address": "ME:TR:IC:00:00:01", "event_type": "x"})
+            assert r.status_code == 202, r.text
+    await asyncio.sleep(2.5)
+    after = {service: scrape(demo, service) for service in SERVICES}
+
+    def delta(service: str, name: str, **labels: str) -> float:
+        return total(after[service], name, **labels) - total(before[service], name, **labels)
+
+    assert delta("access_control", "outbox_enqueued_total", channel="camera.updated") == 10  # its daphne
+    assert delta("access_control", "events_published_total", channel="camera.updated") == 10  # its worker's relay
+    assert delta("access_control", "outbox_relayed_total") == 10
+    assert total(after["access_control"], "outbox_pending") == 0
+    # The events service's invalidate_on, in its own worker, once per change:
+    assert delta("events", "handler_duration_seconds_count", channel="camera.updated") == 10
+    assert total(after["gateway"], "websocket_connections") == 1  # this client only: every delivery is its
+    assert delta("gateway", "websocket_deliveries_total") == 10
+    assert total(after["gateway"], "websocket_subscriptions", entity="CameraChanges") == 1
+    assert {s: total(after["gateway"], "gateway_service_up", service=s)
+            for s in ("access_control", "events", "notifications")} == {
+        "access_control": 1, "events": 1, "notifications": 1}
+    # Every series is listed, each by the service that does the thing (the WebSockets are the gateway's).
+    listed = {name for samples in after.values() for name, _labels in samples}
+    assert [s for s in SERIES if P + s not in listed] == []
+    print("\n/metrics of the running demo after 10 writes and 10 deliveries: outbox_enqueued +10 and "
+          "events_published +10 (access_control's daphne and worker), invalidate_on handler +10 (events' "
+          "worker), websocket_deliveries +10 (the gateway); every series listed")
+    await changes.close()
+    await access_control.aclose()
+
+
+def drawn_charts(page: Any) -> dict[str, int]:
+    """The health page's charts: label -> points drawn."""
+    drawn = page.evaluate("""() => [...document.querySelectorAll('.health-chart')].map(c => ({
+        label: c.querySelector('.label').textContent,
+        points: [...c.querySelectorAll('polyline')].map(p => p.getAttribute('points').split(' ').length)
+                  .reduce((a, b) => a + b, 0) + c.querySelectorAll('circle').length}))""")
+    return {d["label"]: d["points"] for d in drawn}
+
+
+def answer_pings(ws: Any) -> None:
+    """What has arrived on a sync WebSocket client, read; the server's pings answered."""
+    while True:
+        try:
+            message = json.loads(ws.recv(timeout=0))
+        except TimeoutError:
+            return
+        if message["type"] == "ping":
+            ws.send(json.dumps({"type": "pong", "payload": message.get("payload")}))
+
+
+@pytest.mark.browser
+def test_the_demos_health_page_after_a_minute(demo: Demo, browser_page: Any) -> None:  # noqa: F811
+    """The admin's Messaging health page (access_control's admin) once the demo has run a minute with
+    traffic, sampled every HEALTH_SAMPLE_INTERVAL (the default 10 s): non-empty charts for its own service
+    and, from the same Redis, for the events service (the cache) and the gateway (the WebSockets)."""
+    from websockets.sync.client import connect
+
+    with httpx.Client(timeout=10) as http, connect(f"ws://127.0.0.1:{demo.port}/subscribe", origin=demo.base) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))  # a client open through the minute
+        assert json.loads(ws.recv(timeout=5))["type"] == "connection_ack"
+        r = http.post(demo.urls["access_control"] + "/api/cameras/",
+                      json={"mac_address": "HE:AL:TH:00:00:01", "name": "Health", "complex_id": 7})
+        assert r.status_code == 201, r.text
+        camera = r.json()
+        n = 0
+        while time.monotonic() - demo.started < 65:  # traffic until the demo has run a minute
+            http.patch(f"{demo.urls['access_control']}/api/cameras/{camera['id']}/", json={"name": f"Health {n}"})
+            http.post(demo.urls["events"] + "/api/raw-events/",
+                      json={"mac_address": "HE:AL:TH:00:00:01", "event_type": "motion"})
+            n += 1
+            time.sleep(0.5)
+            answer_pings(ws)  # or the server closes it as a reader that stopped reading (4008)
+        page = browser_page
+        health = "/admin/supergraph_messaging/cachekey/health/"
+        page.goto(f"{demo.urls['access_control']}/admin/login/?next={health}")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", "admin")
+        page.click("input[type=submit]")
+        page.wait_for_selector("#health-summary")
+        assert page.inner_text("#health-services").split() == [
+            "Service:", "access_control", "·", "events", "·", "gateway", "·", "notifications"]
+        shot(page, "demo-admin-health")
+        charts = drawn_charts(page)
+        assert charts.get("camera.updated", 0) >= 3, charts  # the event rate, a point per sample after the first
+        page.goto(f"{demo.urls['access_control']}{health}?service=events")
+        page.wait_for_selector("#health-summary")
+        charts = drawn_charts(page)
+        assert charts.get("camera:mac:{mac_address}", 0) >= 3, charts  # the events service's hit ratio
+        page.goto(f"{demo.urls['access_control']}{health}?service=gateway")
+        page.wait_for_selector("#health-summary")
+        shot(page, "demo-admin-health-gateway")
+        charts = drawn_charts(page)
+        assert charts.get("open", 0) >= 3, charts  # the WebSocket open all along
+        assert page.inner_text(".health-chart:has(.label:text-is('open')) .figures").startswith("now 1.00")

@@ -50,14 +50,21 @@ def sections(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def health_view(context: dict[str, Any], request: HttpRequest) -> HttpResponse:
-    """``context``: the admin's (site, permissions, links)."""
+    """``context``: the admin's (site, permissions, links). ``?service=``: another service's samples in this
+    Redis (one of those listed; anything else draws this service's)."""
     samples: list[dict[str, Any]] = []
+    services: list[str] = []
+    service = conf.service_name
     if metrics.available():
         try:
-            samples = history.samples()
+            services = history.services()
+            asked = request.GET.get("service", "")
+            service = asked if asked in services else service
+            samples = history.samples(service=service)
         except REDIS_ERRORS as exc:
             messages.error(request, f"Redis at {get_redis_client().masked_url} is unreachable: {exc}")
     span = samples[-1]["t"] - samples[0]["t"] if len(samples) > 1 else 0.0
     return TemplateResponse(request, TEMPLATE, {
         **context, "sections": sections(samples), "samples": len(samples), "minutes": span / 60,
-        "interval": conf.health_sample_interval, "available": metrics.available()})
+        "interval": conf.health_sample_interval, "available": metrics.available(),
+        "services": services, "service": service})

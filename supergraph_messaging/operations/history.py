@@ -8,6 +8,13 @@ Redis list trimmed to an hour. In multi-process mode that exposition sums
 every process of the host; without it, the sampling process's own counts
 (the outbox, streams and dead letters are shared state either way).
 
+Services that share a Redis (the gateway topology) keep apart: with
+``SERVICE_NAME`` set, the slot and the samples are that service's, so each
+service's admin draws its own processes, not whichever service sampled last.
+The page can also draw another service's samples from the same Redis
+(:func:`services` lists them): one admin for the operator, whichever
+service has one.
+
 The page draws, per channel, the event rate and the consumer lag; dead
 letters; per key template, the cache hit ratio; WebSocket connections and
 closes per code: small inline SVG charts rendered here, no script.
@@ -18,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -27,9 +35,11 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.operations import metrics
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
-from supergraph_messaging.redis.keys import full_key
+from supergraph_messaging.redis.keys import escape_glob, full_key
 
 SAMPLES_KEY = "sgm:health:samples"
+SERVICES_LISTED = 50
+SERVICE_NAME = re.compile(r"[\w.-]{1,100}")
 LOCK_KEY = "sgm:health:sampling"
 KEEP_SECONDS = 3600
 #: Series the page draws: exposition name (without the prefix) -> (what the page calls it, the label kept).
@@ -42,6 +52,25 @@ DRAWN = {
     "websocket_connections": ("connections", ""),
     "websocket_closes_total": ("closes", "code"),
 }
+
+
+def redis_key(base: str, service: str | None = None) -> str:
+    """``base`` (``SAMPLES_KEY`` or ``LOCK_KEY``) for ``service`` (this one by default): ``KEY_PREFIX`` + base
+    [+ ``:SERVICE_NAME``]."""
+    service = service or conf.service_name
+    return full_key(f"{base}:{service}" if service else base)
+
+
+def services(conn: redis.Redis | None = None) -> list[str]:
+    """The services whose samples are in this Redis (a bounded SCAN: at most SERVICES_LISTED of them)."""
+    conn = conn or get_redis_client().redis
+    prefix = full_key(SAMPLES_KEY + ":")
+    found = {conf.service_name} if conf.service_name else set()
+    for raw in itertools.islice(conn.scan_iter(match=escape_glob(prefix) + "*", count=1000), SERVICES_LISTED):
+        name = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))[len(prefix):]
+        if SERVICE_NAME.fullmatch(name):
+            found.add(name)
+    return sorted(found)
 
 
 def numbers() -> dict[str, dict[str, float]]:
@@ -66,23 +95,23 @@ def maybe_sample(conn: redis.Redis | None = None) -> bool:
         return False
     conn = conn or get_redis_client().redis
     try:
-        if not conn.set(full_key(LOCK_KEY), os.getpid(), nx=True, px=max(1, int(interval * 900))):
+        if not conn.set(redis_key(LOCK_KEY), os.getpid(), nx=True, px=max(1, int(interval * 900))):
             return False
         sample = json.dumps({"t": round(time.time(), 3), "n": numbers()})
-        key = full_key(SAMPLES_KEY)
+        samples_key = redis_key(SAMPLES_KEY)
         pipe = conn.pipeline(transaction=False)
-        pipe.lpush(key, sample)
-        pipe.ltrim(key, 0, max(2, int(KEEP_SECONDS / interval)))  # an hour of them
+        pipe.lpush(samples_key, sample)
+        pipe.ltrim(samples_key, 0, max(2, int(KEEP_SECONDS / interval)))  # an hour of them
         pipe.execute()
     except REDIS_ERRORS:
         return False
     return True
 
 
-def samples(conn: redis.Redis | None = None) -> list[dict[str, Any]]:
-    """The last hour's samples, oldest first."""
+def samples(conn: redis.Redis | None = None, service: str | None = None) -> list[dict[str, Any]]:
+    """The last hour's samples of ``service`` (this one by default), oldest first."""
     conn = conn or get_redis_client().redis
-    raw: Any = conn.lrange(full_key(SAMPLES_KEY), 0, -1)
+    raw: Any = conn.lrange(redis_key(SAMPLES_KEY, service), 0, -1)
     now = time.time()
     out = []
     for item in raw:
@@ -113,10 +142,17 @@ def rates(history: list[dict[str, Any]], series: str, key: str) -> list[Point]:
 
 
 def ratios(history: list[dict[str, Any]], template: str) -> list[Point]:
-    """The hit ratio between consecutive samples (None where the template was not read)."""
-    hits, misses = rates(history, "hits", template), rates(history, "misses", template)
-    return [(t, None if h is None or m is None or h + m == 0 else h / (h + m))
-            for (t, h), (_t, m) in zip(hits, misses, strict=True)]
+    """The hit ratio between consecutive samples (None where the template was not read). A process that
+    only ever hit has no misses series yet: its misses count as 0, and the ratio is 1, not unknown."""
+    out: list[Point] = []
+    for before, after in itertools.pairwise(history):
+        counts = [[s["n"].get(series, {}).get(template) for series in ("hits", "misses")] for s in (before, after)]
+        if counts[0] == [None, None] or counts[1] == [None, None]:
+            out.append((after["t"], None))
+            continue
+        hits, misses = (max(0.0, (b or 0.0) - (a or 0.0)) for a, b in zip(counts[0], counts[1], strict=True))
+        out.append((after["t"], None if hits + misses == 0 else hits / (hits + misses)))
+    return out
 
 
 def keys(history: list[dict[str, Any]], series: str) -> list[str]:

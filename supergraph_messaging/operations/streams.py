@@ -17,6 +17,8 @@ from supergraph_messaging.redis.keys import escape_glob
 #: Streams listed at most (and keys a listing walks at most, in SCAN steps of 1,000).
 STREAM_LIMIT = 200
 SCAN_BUDGET = 200_000
+#: Before Redis 7, XINFO GROUPS has no lag: it is counted, entry by entry, when at most this many.
+COUNTED_LAG_LIMIT = 100
 
 
 @dataclass
@@ -86,9 +88,23 @@ def describe(conn: redis.Redis, keys: list[str]) -> list[StreamInfo]:
                           epoch=meta.get("e", ""), dead_letters=int(dead))
         for group in conn.xinfo_groups(key):
             group = {_text(k): v for k, v in group.items()}
-            lag = group.get("lag")
+            last = _text(group.get("last-delivered-id", b""))
+            lag = int(group["lag"]) if group.get("lag") is not None else None
+            if "lag" not in group:  # Redis 6 (make demo's embedded one): no lag field
+                lag = counted_lag(conn, key, last)
             info.groups.append(GroupInfo(name=_text(group["name"]), consumers=int(group["consumers"]),
-                                         pending=int(group["pending"]), lag=None if lag is None else int(lag),
-                                         last_delivered=_text(group.get("last-delivered-id", b""))))
+                                         pending=int(group["pending"]), lag=lag, last_delivered=last))
         out.append(info)
     return out
+
+
+def counted_lag(conn: redis.Redis, key: str, last_delivered: str) -> int | None:
+    """The entries after ``last_delivered``, counted by reading at most COUNTED_LAG_LIMIT + 1 of them: exact
+    up to the limit, None (unknown, as Redis 7 says when it cannot tell) beyond it."""
+    try:
+        ms, seq = (int(part) for part in last_delivered.split("-"))
+    except ValueError:
+        return None
+    after = f"{ms}-{seq + 1}"  # the first possible id after it (XRANGE's "(" needs Redis 6.2)
+    counted = len(conn.xrange(key, min=after, max="+", count=COUNTED_LAG_LIMIT + 1) or ())
+    return counted if counted <= COUNTED_LAG_LIMIT else None

@@ -100,7 +100,7 @@ def test_the_health_page_draws_the_last_hour_as_charts(live_server: Any, browser
     User.objects.create_superuser("admin", "a@example.com", "pw")
     with override_settings(SUPERGRAPH_MESSAGING={"HEALTH_SAMPLE_INTERVAL": 0.5}):
         metrics.start()
-        redis_conn.delete(history.SAMPLES_KEY)
+        redis_conn.delete(history.redis_key(history.SAMPLES_KEY))
         for n in range(6):  # six seconds of traffic: events and cache reads
             publish_event("health.demo", {"n": n})
             for _ in range(3):

@@ -125,11 +125,13 @@ def test_the_health_history_is_one_sample_per_interval_and_draws_only_numbers(re
 
     from supergraph_messaging.operations import history
 
-    redis_conn.delete(history.SAMPLES_KEY, history.LOCK_KEY)
-    with override_settings(SUPERGRAPH_MESSAGING={"HEALTH_SAMPLE_INTERVAL": 60}):
+    with override_settings(SUPERGRAPH_MESSAGING={"HEALTH_SAMPLE_INTERVAL": 60, "SERVICE_NAME": "cams"}):
+        redis_conn.delete(history.redis_key(history.SAMPLES_KEY), history.redis_key(history.LOCK_KEY))
         assert history.maybe_sample() is True
-        assert history.maybe_sample() is False  # this interval's slot is taken (by any process)
-    (sample,) = history.samples()
+        assert history.maybe_sample() is False  # this interval's slot is taken (by any process of the service)
+        (sample,) = history.samples()
+        assert history.samples(service="other") == []  # services sharing a Redis keep their samples apart
+        assert "cams" in history.services()
     assert set(sample["n"]) == {"published", "lag", "dead", "hits", "misses", "connections", "closes"}
     fake = [{"t": 0.0, "n": {"published": {"c": 10.0}}}, {"t": 10.0, "n": {"published": {"c": 30.0}}},
             {"t": 20.0, "n": {"published": {"c": 5.0}}}, {"t": 30.0, "n": {}}]  # a restart, then nothing
@@ -162,3 +164,13 @@ def test_durations_counted_per_bucket_export_exactly_as_one_by_one() -> None:
         return [line.split(" ", 1)[1] for line in lines if line.startswith(name + "_") and "_created" not in line]
 
     assert series("one") == series("bulk")
+
+
+def test_the_hit_ratio_of_a_template_that_never_missed_is_1_not_unknown() -> None:
+    from supergraph_messaging.operations import history
+
+    t = "camera:mac:{mac_address}"
+    samples = [{"t": 0.0, "n": {}}, {"t": 10.0, "n": {"hits": {t: 5.0}}}, {"t": 20.0, "n": {"hits": {t: 9.0}}},
+               {"t": 30.0, "n": {"hits": {t: 9.0}, "misses": {t: 4.0}}}, {"t": 40.0, "n": {"hits": {t: 9.0},
+                                                                                          "misses": {t: 4.0}}}]
+    assert history.ratios(samples, t) == [(10.0, None), (20.0, 1.0), (30.0, 0.0), (40.0, None)]

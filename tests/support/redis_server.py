@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,11 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port as free_port
+from tests.support.ports import session_port
 
 
 def redis_server_binary() -> str:
@@ -112,19 +108,6 @@ class RedisServer:
 
 
 _session_server: RedisServer | None = None
-
-_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")
-if _xdist_worker and os.environ.get("SGM_TEST_REDIS_WORKER") != _xdist_worker:
-    # A pytest-xdist worker (`make test PYTEST_ARGS="-n 2"`): it inherited the controller's port and owner, but its
-    # tests flush and kill their Redis, so it starts its own. Its subprocesses inherit the worker's.
-    os.environ.pop("SGM_TEST_REDIS_PORT", None)
-    os.environ.pop("SGM_TEST_REDIS_OWNER", None)
-    os.environ["SGM_TEST_REDIS_WORKER"] = _xdist_worker
-
-
-def session_port() -> int:
-    """The session server's port, fixed before Django settings are read."""
-    return int(os.environ.setdefault("SGM_TEST_REDIS_PORT", str(free_port())))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.support.redis_server import session_port
+from tests.support.ports import session_port
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SECRET_KEY = "tests-only-not-secret"
