@@ -98,6 +98,13 @@ async def ws_subscribe(demo: Demo, entity: str, filters: dict[str, Any]) -> Any:
     return ws
 
 
+async def create_camera(access_control: httpx.AsyncClient, mac: str, name: str, complex_id: int) -> dict[str, Any]:
+    r = await access_control.post("/api/cameras/", json={"mac_address": mac, "name": name, "complex_id": complex_id})
+    assert r.status_code == 201, r.text
+    camera: dict[str, Any] = r.json()
+    return camera
+
+
 async def next_event(ws: Any, timeout: float = 5) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
@@ -117,10 +124,7 @@ async def test_three_patterns_across_processes(demo: Demo) -> None:
     notifications = httpx.AsyncClient(base_url=demo.urls["notifications"], timeout=10)
     # access_control's changes, through the gateway: creating a camera publishes camera.created.
     changes = await ws_subscribe(demo, "CameraChanges", {})
-    r = await access_control.post("/api/cameras/", json={"mac_address": "DE:MO:00:00:00:01", "name": "Test",
-                                                         "complex_id": 42})
-    assert r.status_code == 201, r.text
-    camera = r.json()
+    camera = await create_camera(access_control, "DE:MO:00:00:00:01", "Test", 42)
     created = await next_event(changes)
     assert created["channel"] == "camera.created" and created["data"]["mac_address"] == "DE:MO:00:00:00:01"
 
@@ -219,10 +223,7 @@ async def test_metrics_of_the_running_demo_count_10_writes_and_10_deliveries_exa
     the gateway, each counted exactly once across the service's daphne and worker."""
     access_control = httpx.AsyncClient(base_url=demo.urls["access_control"], timeout=10)
     changes = await ws_subscribe(demo, "CameraChanges", {})
-    r = await access_control.post("/api/cameras/", json={"mac_address": "ME:TR:IC:00:00:01", "name": "Metrics",
-                                                         "complex_id": 77})
-    assert r.status_code == 201, r.text
-    camera = r.json()
+    camera = await create_camera(access_control, "ME:TR:IC:00:00:01", "Metrics", 77)
     assert (await next_event(changes))["channel"] == "camera.created"
     await asyncio.sleep(2.5)  # each process moves its counts into the shared files once a second
     before = {service: scrape(demo, service) for service in SERVICES}
