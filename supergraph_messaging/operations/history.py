@@ -12,8 +12,8 @@ Services that share a Redis (the gateway topology) keep apart: with
 ``SERVICE_NAME`` set, the slot and the samples are that service's, so each
 service's admin draws its own processes, not whichever service sampled last.
 The page can also draw another service's samples from the same Redis
-(:func:`services` lists them): one admin for the operator, whichever
-service has one.
+(:func:`services` lists them, from a set each service adds its name to):
+one admin for the operator, whichever service has one.
 
 The page draws, per channel, the event rate and the consumer lag; dead
 letters; per key template, the cache hit ratio; WebSocket connections and
@@ -35,9 +35,10 @@ from supergraph_messaging.conf import conf
 from supergraph_messaging.operations import metrics
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
-from supergraph_messaging.redis.keys import escape_glob, full_key
+from supergraph_messaging.redis.keys import full_key
 
 SAMPLES_KEY = "sgm:health:samples"
+SERVICES_KEY = "sgm:health:services"
 SERVICES_LISTED = 50
 SERVICE_NAME = re.compile(r"[\w.-]{1,100}")
 LOCK_KEY = "sgm:health:sampling"
@@ -62,15 +63,17 @@ def redis_key(base: str, service: str | None = None) -> str:
 
 
 def services(conn: redis.Redis | None = None) -> list[str]:
-    """The services whose samples are in this Redis (a bounded SCAN: at most SERVICES_LISTED of them)."""
+    """The services with samples in this Redis, from the set each sampling process adds its name to (at
+    most SERVICES_LISTED; one whose samples expired, an hour after its last, is left out)."""
     conn = conn or get_redis_client().redis
-    prefix = full_key(SAMPLES_KEY + ":")
-    found = {conf.service_name} if conf.service_name else set()
-    for raw in itertools.islice(conn.scan_iter(match=escape_glob(prefix) + "*", count=1000), SERVICES_LISTED):
-        name = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))[len(prefix):]
-        if SERVICE_NAME.fullmatch(name):
-            found.add(name)
-    return sorted(found)
+    names = {raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+             for raw in conn.srandmember(full_key(SERVICES_KEY), SERVICES_LISTED) or ()}
+    names = {name for name in names if SERVICE_NAME.fullmatch(name)}
+    pipe = conn.pipeline(transaction=False)
+    for name in sorted(names):
+        pipe.exists(redis_key(SAMPLES_KEY, name))
+    found = {name for name, alive in zip(sorted(names), pipe.execute(), strict=True) if alive}
+    return sorted(found | ({conf.service_name} if conf.service_name else set()))
 
 
 def numbers() -> dict[str, dict[str, float]]:
@@ -102,6 +105,10 @@ def maybe_sample(conn: redis.Redis | None = None) -> bool:
         pipe = conn.pipeline(transaction=False)
         pipe.lpush(samples_key, sample)
         pipe.ltrim(samples_key, 0, max(2, int(KEEP_SECONDS / interval)))  # an hour of them
+        pipe.expire(samples_key, KEEP_SECONDS)  # a service that stopped sampling leaves within the hour
+        if conf.service_name:
+            pipe.sadd(full_key(SERVICES_KEY), conf.service_name)
+            pipe.expire(full_key(SERVICES_KEY), KEEP_SECONDS)
         pipe.execute()
     except REDIS_ERRORS:
         return False

@@ -131,7 +131,10 @@ def test_the_health_history_is_one_sample_per_interval_and_draws_only_numbers(re
         assert history.maybe_sample() is False  # this interval's slot is taken (by any process of the service)
         (sample,) = history.samples()
         assert history.samples(service="other") == []  # services sharing a Redis keep their samples apart
-        assert "cams" in history.services()
+    with override_settings(SUPERGRAPH_MESSAGING={"HEALTH_SAMPLE_INTERVAL": 60, "SERVICE_NAME": "doors"}):
+        assert {"cams", "doors"} <= set(history.services())  # cams from the set it joined; doors is this one
+        redis_conn.delete(history.redis_key(history.SAMPLES_KEY, "cams"))
+        assert "cams" not in history.services()  # its samples gone (expired an hour after its last): not listed
     assert set(sample["n"]) == {"published", "lag", "dead", "hits", "misses", "connections", "closes"}
     fake = [{"t": 0.0, "n": {"published": {"c": 10.0}}}, {"t": 10.0, "n": {"published": {"c": 30.0}}},
             {"t": 20.0, "n": {"published": {"c": 5.0}}}, {"t": 30.0, "n": {}}]  # a restart, then nothing
