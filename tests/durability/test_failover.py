@@ -145,7 +145,7 @@ class Sentinels:
     def _await_switch(self, old: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while self.primary_port() == old:
-            assert time.monotonic() < deadline, "the sentinels never announced a new primary"
+            assert time.monotonic() < deadline, f"the sentinels never announced a new primary:\n{self.setup.log_tail()}"
             time.sleep(0.01)
         self.announced.append(time.monotonic())
         self.primaries.append(self.primary_port())
@@ -173,12 +173,12 @@ class Sentinels:
         # retries below lasted, and the test waited for a switch that was never started (1 run in 4 CIs).
         self._await_replica(next(n.port for n in (self.setup.primary, self.setup.replica) if n.port != old))
         self.began.append(time.monotonic())
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 45
         while True:
             try:
                 self.setup._sentinel(self.setup.ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
             except redis.ResponseError as exc:  # refused while the sentinels still settle the previous one
-                assert time.monotonic() < deadline, f"SENTINEL FAILOVER refused for 30 s: {exc}"
+                assert time.monotonic() < deadline, f"FAILOVER refused for 45 s: {exc}\n{self.setup.log_tail()}"
                 time.sleep(0.2)
                 continue
             # An accepted FAILOVER can still be aborted (no replica good enough at that instant: a CI run's

@@ -50,7 +50,8 @@ class SentinelSetup:
                 f.write(f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
                         f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
                         f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
-                        f"sentinel failover-timeout {SERVICE} 3000\n")
+                        f"sentinel failover-timeout {SERVICE} 3000\n"
+                        f"logfile {os.path.join(self.dir, f'sentinel-{port}.log')}\n")
             self.sentinels.append(subprocess.Popen([redis_server_binary(), conf, "--sentinel"],
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 15
@@ -64,6 +65,18 @@ class SentinelSetup:
             time.sleep(0.05)
         self.close()
         raise RuntimeError("the sentinels did not start")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` of each sentinel's log (its +failover-*, -failover-abort-* and +switch-master
+        events): what a test that waited for a switch shows when none came."""
+        out = []
+        for port in self.ports:
+            try:
+                with open(os.path.join(self.dir, f"sentinel-{port}.log"), errors="replace") as f:
+                    out.append(f"--- sentinel {port}\n" + "".join(f.readlines()[-lines:]))
+            except OSError as exc:
+                out.append(f"--- sentinel {port}: {exc}")
+        return "\n".join(out)
 
     def _sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
