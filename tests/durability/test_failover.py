@@ -157,7 +157,11 @@ class Sentinels:
             try:
                 linked = self.node(port).client().info("replication").get("master_link_status") == "up"
                 replicas = self.setup._sentinel(self.setup.ports[0]).sentinel_slaves(SERVICE)
+                # The sentinels' own view too: a replica whose last INFO they read still showed its link down
+                # (they read a replica's INFO every 10 s) is no candidate, and an accepted FAILOVER then
+                # aborts with -failover-abort-no-good-slave.
                 known = any(int(r["port"]) == port and "s_down" not in r["flags"] and "disconnected" not in r["flags"]
+                            and r.get("master-link-status") == "ok" and int(r.get("master-link-down-time", 0)) == 0
                             for r in replicas)
                 if linked and known:
                     return
