@@ -248,7 +248,6 @@ class CacheKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                                 outbox_url=reverse("admin:supergraph_messaging_outboxevent_changelist"))
         return TemplateResponse(request, TEMPLATE_DIR + "streams.html", context)
 
-
     def health_view(self, request: HttpRequest) -> HttpResponse:
         """The last hour of the numbers /metrics shows, as charts (admin/health.py)."""
         self._require(request)

@@ -32,7 +32,7 @@ import redis
 
 from supergraph_messaging.delivery import streams
 from supergraph_messaging.delivery.consumer_groups import dead_letter_key
-from supergraph_messaging.operations.streams import channel_of, stream_keys
+from supergraph_messaging.operations.streams import channel_of, stream_keys, text
 from supergraph_messaging.redis import scripts
 from supergraph_messaging.redis.serialization import UNDECODABLE, decode_or_undecodable
 
@@ -72,18 +72,14 @@ class DeadLetter:
     size: int  # payload bytes
 
 
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
-
-
 def _letter(channel: str, letter_id: Any, fields: dict[bytes, bytes]) -> DeadLetter:
     payload = fields.get(b"d", b"")
     data = decode_or_undecodable(payload)
-    entry = _text(fields.get(b"entry", b""))
+    entry = text(fields.get(b"entry", b""))
     group = fields.get(b"group")
-    return DeadLetter(channel=channel, id=_text(letter_id), entry=entry, event_id=_text(fields.get(b"o", entry)),
-                      group=None if group is None else _text(group), reason=_text(fields.get(b"reason", b"")),
-                      data=_text(payload) if data is UNDECODABLE else data, size=len(payload))
+    return DeadLetter(channel=channel, id=text(letter_id), entry=entry, event_id=text(fields.get(b"o", entry)),
+                      group=None if group is None else text(group), reason=text(fields.get(b"reason", b"")),
+                      data=text(payload) if data is UNDECODABLE else data, size=len(payload))
 
 
 def channels(conn: redis.Redis) -> list[str]:
@@ -143,7 +139,7 @@ def replay(conn: redis.Redis, letter: DeadLetter, group: str | None = None, by: 
     except redis.ResponseError as exc:
         raise DeadLetterError(f"Consumer group {group!r} does not exist on {letter.channel!r} ({exc}).") from exc
     if consumers:
-        consumer, idle = _text(min(consumers, key=lambda c: int(c["idle"]))["name"]), 0
+        consumer, idle = text(min(consumers, key=lambda c: int(c["idle"]))["name"]), 0
     else:
         consumer, idle = PLACEHOLDER_CONSUMER, UNCLAIMED_IDLE_MS
     done = scripts.run(conn, REPLAY, [stream, dead_letter_key(letter.channel)],

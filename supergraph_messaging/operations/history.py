@@ -33,6 +33,7 @@ import redis
 
 from supergraph_messaging.conf import conf
 from supergraph_messaging.operations import metrics
+from supergraph_messaging.operations.streams import text
 from supergraph_messaging.redis.client import get_redis_client
 from supergraph_messaging.redis.errors import REDIS_ERRORS
 from supergraph_messaging.redis.keys import full_key
@@ -66,8 +67,7 @@ def services(conn: redis.Redis | None = None) -> list[str]:
     """The services with samples in this Redis, from the set each sampling process adds its name to (at
     most SERVICES_LISTED; one whose samples expired, an hour after its last, is left out)."""
     conn = conn or get_redis_client().redis
-    names = {raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-             for raw in conn.srandmember(full_key(SERVICES_KEY), SERVICES_LISTED) or ()}
+    names = {text(raw) for raw in conn.srandmember(full_key(SERVICES_KEY), SERVICES_LISTED) or ()}
     names = {name for name in names if SERVICE_NAME.fullmatch(name)}
     pipe = conn.pipeline(transaction=False)
     for name in sorted(names):

@@ -45,7 +45,8 @@ class StreamInfo:
         return sum(g.pending for g in self.groups)
 
 
-def _text(raw: Any) -> str:
+def text(raw: Any) -> str:
+    """A Redis reply's bytes as text (undecodable bytes escaped, not lost)."""
     return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
 
 
@@ -60,13 +61,13 @@ def stream_keys(conn: redis.Redis, suffix: str = "") -> list[str]:
     """The channels' stream keys (``suffix=":dead"``: their dead-letter streams), sorted, at most STREAM_LIMIT."""
     match = escape_glob(conf.key_prefix) + "sgm:{*}:stream" + suffix
     if isinstance(conn, RedisCluster):  # every primary, one after the other (SCAN cursors are per node)
-        return sorted(_text(k) for k in islice(conn.scan_iter(match=match, count=1000, _type="stream"),
+        return sorted(text(k) for k in islice(conn.scan_iter(match=match, count=1000, _type="stream"),
                                                STREAM_LIMIT))
     found: list[str] = []
     cursor, walked = 0, 0
     while True:
         cursor, batch = conn.scan(cursor, match=match, count=1000, _type="stream")
-        found.extend(_text(k) for k in batch)
+        found.extend(text(k) for k in batch)
         walked += 1000
         if not cursor or len(found) >= STREAM_LIMIT or walked >= SCAN_BUDGET:
             return sorted(found)[:STREAM_LIMIT]
@@ -83,16 +84,16 @@ def describe(conn: redis.Redis, keys: list[str]) -> list[StreamInfo]:
     out: list[StreamInfo] = []
     for i, key in enumerate(keys):
         length, meta, dead = replies[3 * i: 3 * i + 3]
-        meta = {_text(k): _text(v) for k, v in meta.items()}
+        meta = {text(k): text(v) for k, v in meta.items()}
         info = StreamInfo(channel=channel_of(key), key=key, length=int(length), offset=int(meta.get("s", 0)),
                           epoch=meta.get("e", ""), dead_letters=int(dead))
         for group in conn.xinfo_groups(key):
-            group = {_text(k): v for k, v in group.items()}
-            last = _text(group.get("last-delivered-id", b""))
+            group = {text(k): v for k, v in group.items()}
+            last = text(group.get("last-delivered-id", b""))
             lag = int(group["lag"]) if group.get("lag") is not None else None
             if "lag" not in group:  # Redis 6 (make demo's embedded one): no lag field
                 lag = counted_lag(conn, key, last)
-            info.groups.append(GroupInfo(name=_text(group["name"]), consumers=int(group["consumers"]),
+            info.groups.append(GroupInfo(name=text(group["name"]), consumers=int(group["consumers"]),
                                          pending=int(group["pending"]), lag=lag, last_delivered=last))
         out.append(info)
     return out
